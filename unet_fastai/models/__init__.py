@@ -1,0 +1,4 @@
+"Pure PyTorch model code: importing this package never imports fastai."
+from .layers import *
+from .encoders import *
+from .unet import *

@@ -2,3 +2,4 @@
 from .layers import *
 from .encoders import *
 from .unet import *
+from .classic import *

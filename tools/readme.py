@@ -20,6 +20,7 @@ def cell_md(c):
     code = '\n'.join(l for l in src.splitlines() if not l.strip().startswith('#|')).strip()
     out = [f'```python\n{code}\n```'] if code else []
     for o in c.get('outputs', []):
+        if o.get('name') == 'stderr': continue          # warnings from dependencies are not documentation
         txt = o.get('text') or o.get('data', {}).get('text/plain')
         if txt and 'image/png' not in o.get('data', {}) and 'text/html' not in o.get('data', {}):
             out.append('```\n' + ''.join(txt).rstrip() + '\n```')

@@ -24,7 +24,7 @@ def _epochs(run_dir):
 
 def test_kill_mid_epoch_then_resume(data, tmp_path):
     out = tmp_path/"run"
-    args = ["train", data, "--out", out, "--arch", "resnet18", "--epochs", "3", "--bs", "2", "--no-pretrained",
+    args = ["train", "--data", data, "--out", out, "--arch", "resnet18", "--epochs", "3", "--bs", "2", "--no-pretrained",
             "--no-progress"]
     p = subprocess.Popen(CLI + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
@@ -42,7 +42,7 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
     done = json.loads((out/"state.json").read_text())["epochs_done"]
     assert 1 <= done < 3
-    r = run("train", data, "--out", out, "--resume", "--no-progress")
+    r = run("train", "--data", data, "--out", out, "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _epochs(out) == ["0", "1", "2"]                  # continues, no duplicated or missing epoch
     assert json.loads((out/"state.json").read_text())["epochs_done"] == 3
@@ -51,12 +51,12 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
 
     # predict and export from the trained model
     imgs = sorted((data/"val").glob("*.png"))[:2]
-    r = run("predict", out/"model", tmp_path/"pred", *imgs, "--overlays")
+    r = run("predict", "--model", out/"model", "--out", tmp_path/"pred", *imgs, "--overlays")
     assert r.returncode == 0, r.stderr[-3000:]
     lab = Image.open(tmp_path/"pred"/imgs[0].name)
     assert lab.mode == "P" and lab.size == (128, 96) and np.array(lab).max() < 12
     assert (tmp_path/"pred"/f"{imgs[0].stem}_overlay.png").exists()
-    r = run("predict", out/"model", data/"val", *imgs)        # --out would overwrite the inputs
+    r = run("predict", "--model", out/"model", "--out", data/"val", *imgs)   # would overwrite the inputs
     assert r.returncode == 1 and "refusing to overwrite" in r.stderr
     r = run("export", "--model", out/"model", "--format", "onnx")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -64,7 +64,7 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
 
 
 def test_resume_without_checkpoint(tmp_path, data):
-    r = run("train", data, "--out", tmp_path/"none", "--resume", "--no-pretrained")
+    r = run("train", "--data", data, "--out", tmp_path/"none", "--resume", "--no-pretrained")
     assert r.returncode == 1 and "nothing to resume" in r.stderr
 
 
@@ -82,6 +82,6 @@ def test_bad_input_names_the_file(case, data, tmp_path):
     elif case == "bad_size": extra, target = ["--size", "0", "64"], "--size 0 64"
     out = d if case == "out_is_data" else tmp_path/"out"
     if case == "out_is_data": target = "data folder"
-    r = run("train", d, "--out", out, "--no-pretrained", "--epochs", "1", *extra)
+    r = run("train", "--data", d, "--out", out, "--no-pretrained", "--epochs", "1", *extra)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert target in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

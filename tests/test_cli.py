@@ -48,6 +48,7 @@ def test_kill_mid_epoch_then_resume(data, tmp_path):
     assert json.loads((out/"state.json").read_text())["epochs_done"] == 3
     m = json.loads((out/"metrics.json").read_text())
     assert 0 <= m["acc_camvid"] <= 1 and 0 <= m["miou"] <= 1
+    assert m["arch"] == "resnet18" and m["epochs"] == 3        # the run's settings, not the CLI's defaults
 
     # predict and export from the trained model
     imgs = sorted((data/"val").glob("*.png"))[:2]

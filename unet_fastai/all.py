@@ -14,4 +14,5 @@ from .elastic import *
 from .export import *
 from fastai.vision.all import *
 from .models.unet import DynamicUnet, UnetBlock, create_unet_model, load_fastai_state_dict
+from .models.unetpp import DynamicUnetPlusPlus, DeepSupervisionLoss, create_unetpp_model
 from .learner import unet_learner

@@ -24,6 +24,10 @@ def decode_pred(pred, thresh=0.5):
     pred = pred.detach().as_subclass(torch.Tensor)
     return (torch.sigmoid(pred[:, 0]) > thresh).long() if pred.shape[1] == 1 else pred.argmax(dim=1)
 
+def _gathered(learn, x):
+    "`x` from every process in distributed training (fastai's `learn.to_detach`); `x` for a stand-in without it."
+    return learn.to_detach(x, cpu=False) if hasattr(learn, 'to_detach') else x
+
 class ConfusionMetric(Metric):
     "Base for metrics computed from a confusion matrix accumulated over the epoch."
     def __init__(self, ignore_index=None, include_background=True, thresh=0.5, name=None):
@@ -44,8 +48,7 @@ class ConfusionMetric(Metric):
     def update(self, pred, targ):
         "Add a batch of logits `pred` (B, C, H, W) and targets `targ` (B, H, W)."
         self._add(self.image_cms(pred, targ).sum(0))
-    def accumulate(self, learn):      # `learn.to_detach` gathers the images of all ranks in distributed training
-        self._add(learn.to_detach(self.image_cms(learn.pred, learn.yb[0]), cpu=False).sum(0))
+    def accumulate(self, learn): self._add(_gathered(learn, self.image_cms(learn.pred, learn.yb[0])).sum(0))
     def _scores(self, inter, pred_n, targ_n): raise NotImplementedError
     @property
     def per_class(self):
@@ -121,8 +124,7 @@ class ObjectF1(Metric):
     def update(self, pred, targ):
         "Add a batch of logits `pred` (B, C, H, W) and class targets `targ` (B, H, W)."
         self._add(self.image_counts(pred, targ).sum(0))
-    def accumulate(self, learn):      # `learn.to_detach` gathers the images of all ranks in distributed training
-        self._add(learn.to_detach(self.image_counts(learn.pred, learn.yb[0]), cpu=False).sum(0))
+    def accumulate(self, learn): self._add(_gathered(learn, self.image_counts(learn.pred, learn.yb[0])).sum(0))
     @property
     def value(self):
         n = self.n_pred + self.n_true

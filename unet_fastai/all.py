@@ -12,6 +12,7 @@ from .losses import *
 from .weightmap import *
 from .elastic import *
 from .export import *
+from .distributed import *
 from fastai.vision.all import *
 from .models.unet import DynamicUnet, UnetBlock, create_unet_model, load_fastai_state_dict
 from .models.unetpp import DynamicUnetPlusPlus, DeepSupervisionLoss, create_unetpp_model

@@ -107,8 +107,6 @@ def test_saved_recipe_rebuilds_the_model(learn, tmp_path):
     with torch.no_grad(): assert torch.equal(m(x), learn.model(x))
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="unet_fastai.export._build does not dispatch on config['arch_type'] yet")
 def test_load_model_rebuilds_unetpp(learn, tmp_path):
     save_model(learn, tmp_path/"model")
     m = load_model(tmp_path/"model")

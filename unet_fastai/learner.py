@@ -13,7 +13,7 @@ from fastai.callback.channelslast import ChannelsLast
 from .models import create_unet_model, create_unetpp_model, DeepSupervisionLoss, encoder_meta
 
 # %% auto #0
-__all__ = ['unet_builders', 'UnetSplitter', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
+__all__ = ['unet_builders', 'UnetSplitter', 'PlainTensors', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
 
 # %% ../nbs/06_learner.ipynb #dd2ef4fc
 def _add_norm(dls, stats, pretrained, n_in=3):
@@ -32,6 +32,11 @@ class UnetSplitter:
 
 unet_builders = {'unet': create_unet_model, 'unet++': create_unetpp_model}
 
+class PlainTensors(Callback):
+    "Give the model plain tensors: `torch.compile` cannot trace fastai's tensor subclasses (`TensorImage`)."
+    order = 5
+    def before_batch(self): self.learn.xb = tuple(o.as_subclass(torch.Tensor) if isinstance(o, torch.Tensor) else o for o in self.xb)
+
 class MainOutput(Callback):
     "With deep supervision, `learn.pred` is the main output once the loss has seen all of them (for `train_metrics`)."
     order = 1
@@ -41,7 +46,7 @@ class MainOutput(Callback):
 def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_func=None, metrics=None,
                  opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, path=None, model_dir='models', wd=None,
                  wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95), n_in=3, cut=None, arch_type='unet',
-                 channels_last=True, **kwargs):
+                 channels_last=True, compile=False, **kwargs):
     "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`)."
     meta = encoder_meta(arch)
     if normalize: _add_norm(dls, meta.stats, pretrained, n_in)
@@ -60,6 +65,9 @@ def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_fu
         loss_func = DeepSupervisionLoss(loss_func)
         cbs.append(MainOutput())
     if channels_last: cbs.append(ChannelsLast())
+    if compile:
+        model.compile(**(compile if isinstance(compile, dict) else {}))   # in place: state_dict keys unchanged
+        cbs.append(PlainTensors())
     learn = Learner(dls=dls, model=model, loss_func=loss_func, opt_func=opt_func, lr=lr,
                     splitter=splitter or UnetSplitter(meta.split), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)

@@ -27,3 +27,12 @@ def test_tiled_small():
     assert ours['shape'] == [3, 96, 96] and lbl['shape'] == [96, 96]
     assert ours['class_freqs'] == lbl['class_freqs']            # labels are the argmax of the probabilities
     assert ours['wall_s'] > 0 and ours['peak_rss_mb'] > 0 and ours['mpx_per_s'] > 0
+
+
+def test_speed_small():
+    out = run('speed.py', '--size', '64', '96', '--bs', '2', '--steps', '1', '--warmup', '0', '--no-rss',
+              '--methods', 'fastai,unet_fastai')
+    f, u = out['results']['fastai'], out['results']['unet_fastai']
+    assert f['params'] == u['params'] == 41_222_168                 # the same architecture
+    assert u['gmac_per_img'] > 0 and u['train_img_s'] > 0 and u['infer_img_s'] > 0
+    assert out['unet_fastai_vs_fastai']['train'] == pytest.approx(u['train_img_s']/f['train_img_s'], rel=0.01)

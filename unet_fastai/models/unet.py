@@ -62,16 +62,27 @@ class UnetBlock(nn.Module):
         return self.conv2(self.conv1(cat_x))
 
 # %% ../../nbs/02_unet.ipynb #2d3dbb48
+def _zero_conv(conv):
+    "Make `conv` output 0 (weight norm: its magnitude `g`, so the direction still learns), bias included."
+    with torch.no_grad():
+        pw = getattr(getattr(conv, 'parametrizations', None), 'weight', None)
+        if pw is None: conv.weight.zero_()
+        elif hasattr(pw, 'original0'): pw.original0.zero_()
+        if conv.bias is not None: conv.bias.zero_()
+
 class DynamicUnet(nn.Module):
-    "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size."
+    "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size (times `upscale`)."
     def __init__(self, encoder, n_out, img_size, blur=False, blur_final=True, self_attention=False, y_range=None,
                  last_cross=True, bottle=False, act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None,
-                 pad_mode='reflect', **kwargs):
+                 pad_mode='reflect', upscale=1, residual=False, **kwargs):
         super().__init__()
         if not isinstance(encoder, nn.Sequential): raise TypeError(
             f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
         if isinstance(img_size, int): img_size = (img_size, img_size)
         img_size = tuple(int(o) for o in img_size)
+        if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
+            raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
+        self.upscale = int(upscale)
         self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
         self.n_in = in_channels(encoder)
         sizes = model_sizes(encoder, img_size)
@@ -103,9 +114,17 @@ class DynamicUnet(nn.Module):
             self.res_block = ResBlock(1, ni, ni//2 if bottle else ni, act_cls=act_cls, norm_type=norm_type, **kwargs)
             ni = ni//2 if bottle else ni
         else: self.res_block = nn.Identity()
+        # super-resolution: one more PixelShuffle per factor of 2 of `upscale`, after the last cross
+        sr = [PixelShuffle_ICNR(ni, blur=blur, act_cls=act_cls, norm_type=norm_type) for _ in range(int(math.log2(self.upscale)))]
+        self.upsample = nn.Sequential(*sr) if sr else nn.Identity()
         self.final_conv = ConvLayer(ni, n_out, ks=1, act_cls=None, norm_type=norm_type, **kwargs)
         apply_init(nn.Sequential(self.middle_conv, self.res_block), init)
         self.head_act = SigmoidRange(*y_range) if y_range is not None else nn.Identity()
+        # restoration: add the (bicubically upsampled) input to the output; start from it exactly (final conv at 0)
+        self.residual = bool(residual)
+        if self.residual:
+            if n_out != self.n_in: raise ValueError(f"residual=True: n_out={n_out} must equal the input's {self.n_in} channels")
+            _zero_conv(self.final_conv[0])
 
     def pad(self, x):
         "Mirror-pad `x` (centred) so its height and width are multiples of the encoder's stride."
@@ -130,9 +149,11 @@ class DynamicUnet(nn.Module):
         y = self.shuf(y)
         if y.shape[-2:] != x.shape[-2:]: y = F.interpolate(y, x.shape[-2:], mode='nearest')
         if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
-        y = self.head_act(self.final_conv(y))
-        top, left = (x.shape[-2] - h)//2, (x.shape[-1] - w)//2
-        return y[..., top:top+h, left:left+w]
+        y = self.head_act(self.final_conv(self.upsample(y)))
+        k = self.upscale
+        if self.residual: y = y + (F.interpolate(x, scale_factor=float(k), mode='bicubic', align_corners=False) if k > 1 else x)
+        top, left = (x.shape[-2] - h)//2*k, (x.shape[-1] - w)//2*k
+        return y[..., top:top+h*k, left:left+w*k]
 
 # %% ../../nbs/02_unet.ipynb #ec21c247
 def fastai_layout(model: DynamicUnet):

@@ -15,8 +15,8 @@ from .layers import *
 from .encoders import *
 
 # %% auto #0
-__all__ = ['get_sz_change_idxs', 'apply_init', 'UnetBlock', 'DynamicUnet', 'fastai_layout', 'load_fastai_state_dict',
-           'create_unet_model']
+__all__ = ['get_sz_change_idxs', 'apply_init', 'pow2_floor', 'UnetBlock', 'DynamicUnet', 'fastai_layout',
+           'load_fastai_state_dict', 'create_unet_model']
 
 # %% ../../nbs/02_unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
@@ -38,15 +38,20 @@ def apply_init(m, func=nn.init.kaiming_normal_):
             with torch.no_grad(): b.fill_(0.)
 
 # %% ../../nbs/02_unet.ipynb #d8b0d034
+def pow2_floor(n: int) -> int:
+    "The largest power of two <= `n`."
+    return 1 << (int(n).bit_length() - 1)
+
 class UnetBlock(nn.Module):
     "A U-Net decoder block: `PixelShuffle_ICNR` upsampling, BatchNorm on the skip, concat, two convs."
     def __init__(self, up_in_c, x_in_c, final_div=True, blur=False, act_cls=nn.ReLU, self_attention=False,
-                 init=nn.init.kaiming_normal_, norm_type=None, **kwargs):
+                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, **kwargs):
         super().__init__()
         self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c//2, blur=blur, act_cls=act_cls, norm_type=norm_type)
         self.bn = BatchNorm(x_in_c)
         ni = up_in_c//2 + x_in_c
         nf = ni if final_div else ni//2
+        if pow2: nf = pow2_floor(nf)                   # `decoder_channels='pow2'`: 384 -> 256, 96 -> 64
         self.conv1 = ConvLayer(ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
         self.conv2 = ConvLayer(nf, nf, act_cls=act_cls, norm_type=norm_type,
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)
@@ -74,7 +79,7 @@ class DynamicUnet(nn.Module):
     "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size (times `upscale`)."
     def __init__(self, encoder, n_out, img_size, blur=False, blur_final=True, self_attention=False, y_range=None,
                  last_cross=True, bottle=False, act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None,
-                 pad_mode='reflect', upscale=1, residual=False, **kwargs):
+                 pad_mode='reflect', upscale=1, residual=False, decoder_channels='fastai', **kwargs):
         super().__init__()
         if not isinstance(encoder, nn.Sequential): raise TypeError(
             f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
@@ -83,6 +88,9 @@ class DynamicUnet(nn.Module):
         if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
             raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
         self.upscale = int(upscale)
+        if decoder_channels not in ('fastai', 'pow2'): raise ValueError(
+            f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths) or 'pow2' (rounded down to powers of 2)")
+        pow2 = decoder_channels == 'pow2'
         self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
         self.n_in = in_channels(encoder)
         sizes = model_sizes(encoder, img_size)
@@ -100,7 +108,7 @@ class DynamicUnet(nn.Module):
             not_final = i != len(idxs)-1
             blk = UnetBlock(ni, int(sizes[idx][1]), final_div=not_final, blur=blur and (not_final or blur_final),
                             self_attention=self_attention and (i == len(idxs)-3), act_cls=act_cls, init=init,
-                            norm_type=norm_type, **kwargs)
+                            norm_type=norm_type, pow2=pow2, **kwargs)
             blocks.append(blk)
             ni = blk.nf
         self.blocks = nn.ModuleList(blocks)
@@ -111,8 +119,10 @@ class DynamicUnet(nn.Module):
         self.last_cross = last_cross
         if last_cross:
             ni += self.n_in
-            self.res_block = ResBlock(1, ni, ni//2 if bottle else ni, act_cls=act_cls, norm_type=norm_type, **kwargs)
-            ni = ni//2 if bottle else ni
+            nf = ni//2 if bottle else ni
+            if pow2: nf = pow2_floor(nf)
+            self.res_block = ResBlock(1, ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
+            ni = nf
         else: self.res_block = nn.Identity()
         # super-resolution: one more PixelShuffle per factor of 2 of `upscale`, after the last cross
         sr = [PixelShuffle_ICNR(ni, blur=blur, act_cls=act_cls, norm_type=norm_type) for _ in range(int(math.log2(self.upscale)))]

@@ -3,6 +3,10 @@
     python bench/tiled.py               # 4096×4096, resnet34 DynamicUnet, 12 classes, tile 512, overlap 0.25, gaussian
     python bench/tiled.py --size 1024   # a quicker run
 
+Methods: `unet_fastai` (class probabilities, as MONAI returns), `unet_fastai_labels` (`out='labels'`: the label map,
+accumulated in a sliding band of rows), `monai` (`sliding_window_inference` as users call it) and `monai_cl` (the same,
+with the model fed channels-last windows as `predict_tiled` does by default: the fair comparison of the tilers alone).
+
 Each method runs in a fresh subprocess, so that the peak RSS (`ru_maxrss`) reported is that method's alone. Both
 blend softmax probabilities with a Gaussian of σ = tile/8 and run `bs` windows at a time. `predict_tiled` takes the
 `uint8` image and mirrors its borders (one probe window more); MONAI needs the float tensor of the whole image and
@@ -23,18 +27,22 @@ def worker(a):
     img = np.random.default_rng(0).integers(0, 256, (a.size, a.size, 3), dtype=np.uint8)
     res = dict(method=a.worker, rss_before_mb=round(rss_mb()))
     t = time.perf_counter()
-    if a.worker == 'unet_fastai':
+    if a.worker.startswith('unet_fastai'):
         from unet_fastai.tiled import predict_tiled
-        p = predict_tiled(model, img, tile=a.tile, overlap=a.overlap, blend='gaussian', bs=a.bs, progress=False)
+        out = 'labels' if a.worker.endswith('labels') else 'probs'
+        p = predict_tiled(model, img, tile=a.tile, overlap=a.overlap, blend='gaussian', bs=a.bs, progress=False, out=out)
     else:
         from monai.inferers import sliding_window_inference
+        cl = torch.channels_last if a.worker == 'monai_cl' else torch.contiguous_format
         with torch.inference_mode():
             x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255)
-            p = sliding_window_inference(x, (a.tile, a.tile), a.bs, lambda t: model(t).softmax(1), overlap=a.overlap,
-                                         mode='gaussian', sigma_scale=0.125)[0]
+            p = sliding_window_inference(x, (a.tile, a.tile), a.bs, lambda t: model(t.contiguous(memory_format=cl)).softmax(1),
+                                         overlap=a.overlap, mode='gaussian', sigma_scale=0.125)[0]
     wall = time.perf_counter() - t
+    # class frequencies of the predicted label map: comparable between probabilities and labels
+    lbl = p if p.ndim == 2 else p.argmax(0)
     res.update(wall_s=round(wall, 2), peak_rss_mb=round(rss_mb()), mpx_per_s=round(a.size**2/1e6/wall, 4),
-               shape=list(p.shape), class_means=[round(float(v), 5) for v in p.mean((1, 2))])
+               shape=list(p.shape), class_freqs=[round(float(v), 5) for v in torch.bincount(lbl.flatten(), minlength=a.n_out)/lbl.numel()])
     print(json.dumps(res))
 
 
@@ -47,7 +55,7 @@ def main():
     ap.add_argument('--n-out', type=int, default=12)
     ap.add_argument('--arch', default='resnet34')
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
-    ap.add_argument('--methods', default='unet_fastai,monai')
+    ap.add_argument('--methods', default='unet_fastai,unet_fastai_labels,monai,monai_cl')
     ap.add_argument('--worker', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker: return worker(a)
@@ -64,11 +72,14 @@ def main():
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode: out['results'][m] = f'failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}'
         else: out['results'][m] = json.loads(r.stdout.strip().splitlines()[-1])
-    ours, monai = out['results'].get('unet_fastai'), out['results'].get('monai')
-    if isinstance(ours, dict) and isinstance(monai, dict):
-        out['monai_over_ours'] = dict(wall=round(monai['wall_s']/ours['wall_s'], 3),
-                                      peak_rss=round(monai['peak_rss_mb']/ours['peak_rss_mb'], 3))
-        out['max_class_mean_diff'] = round(max(abs(x - y) for x, y in zip(ours['class_means'], monai['class_means'])), 5)
+    r = out['results']
+    for ours in ('unet_fastai', 'unet_fastai_labels'):
+        for ref in ('monai', 'monai_cl'):
+            if isinstance(r.get(ours), dict) and isinstance(r.get(ref), dict):
+                out[f'{ours}_vs_{ref}'] = dict(
+                    throughput_ratio=round(r[ref]['wall_s']/r[ours]['wall_s'], 3),
+                    peak_rss_ratio=round(r[ours]['peak_rss_mb']/r[ref]['peak_rss_mb'], 3),
+                    max_class_freq_diff=round(max(abs(x - y) for x, y in zip(r[ours]['class_freqs'], r[ref]['class_freqs'])), 5))
     print(json.dumps(out, indent=1))
 
 

@@ -68,22 +68,27 @@ def train(data:str=None, # a CamVid-style folder (fastai or SegNet layout); requ
           resume:bool=False, # continue an interrupted run in `out` from its last checkpoint
           seed:int=42, # random seed
           progress:bool=True, # show progress bars
+          sync_bn:bool=False, # SyncBatchNorm over all processes of a `torchrun`/`accelerate launch` run (GPUs)
          ):
     "Train a U-Net on a segmentation folder; writes a checkpoint and a metrics row every epoch, and the final model."
     if data is None: raise CliError("train: --data DIR is required")
     from unet_fastai.train import train_segmentation
     from unet_fastai.export import save_model
+    from unet_fastai.distributed import is_distributed
+    from fastai.torch_core import rank_distrib
     lay = {'auto': None, 'camvid': 'fastai', 'fastai': 'fastai', 'segnet': 'segnet', 'pairs': 'segnet'}
     if layout not in lay: raise CliError(f"--layout {layout}: expected one of {sorted(lay)}")
     t0 = time.time()
     learn = train_segmentation(data, out, arch=arch, layout=lay[layout], size=_check_size(size), epochs=epochs, bs=bs,
-                               lr=lr, pretrained=pretrained, resume=resume, seed=seed, progress=progress)
+                               lr=lr, pretrained=pretrained, resume=resume, seed=seed, progress=progress, sync_bn=sync_bn)
     st = json.loads((Path(out)/'state.json').read_text())      # the run's settings (a resumed run keeps its own)
     res = dict(_final_metrics(learn), train_seconds=round(time.time() - t0, 1),
                **{k: st[k] for k in ('arch', 'epochs', 'pretrained')})
-    save_model(learn, Path(out)/'model')
-    (Path(out)/'metrics.json').write_text(json.dumps(res, indent=1))
-    print(json.dumps({k: v for k, v in res.items() if k != 'per_class_iou'}))
+    if rank_distrib() == 0:                                    # a distributed run: one process writes
+        save_model(learn, Path(out)/'model')
+        (Path(out)/'metrics.json').write_text(json.dumps(res, indent=1))
+        print(json.dumps({k: v for k, v in res.items() if k != 'per_class_iou'}))
+    if is_distributed(): torch.distributed.destroy_process_group()
     return res
 
 # %% ../nbs/08_cli.ipynb #789777de

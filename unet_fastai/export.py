@@ -17,7 +17,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
 from . import __version__
-from .models import DynamicUnet, create_unet_model, load_fastai_state_dict, encoders
+from .models import (DynamicUnet, create_unet_model, create_unetpp_model, load_fastai_state_dict, encoders,
+                                encoder_meta)
 
 # %% auto #0
 __all__ = ['strip_parametrizations', 'fuse_bn', 'prepare_for_export', 'ExportableUnet', 'export_torchscript', 'export_program',
@@ -230,11 +231,18 @@ _acts = {'Swish': nn.SiLU}     # fastai names without a torch.nn class of the sa
 
 def _build(config, cfg_f):
     arch = config['arch']
-    if arch not in encoders:      # an unregistered torchvision builder, recorded by its name
-        try: arch = torchvision.models.get_model_builder(arch)
-        except ValueError: raise ValueError(f"load_model: {cfg_f}: arch={arch!r} is neither a registered encoder "
-                                            f"({sorted(encoders)}) nor a torchvision model") from None
-    kwargs = {k: v for k, v in config.items() if k not in _reserved + ('arch', 'n_out', 'img_size', 'n_in', 'cut')}
+    if arch not in encoders:      # a timm model, or an unregistered torchvision builder recorded by its name
+        try: encoder_meta(arch)
+        except (KeyError, ImportError):
+            try: arch = torchvision.models.get_model_builder(arch)
+            except ValueError: raise ValueError(f"load_model: {cfg_f}: arch={arch!r} is neither a registered encoder "
+                                                f"({sorted(encoders)}), a timm model nor a torchvision model") from None
+    builders = {'unet': create_unet_model, 'unet++': create_unetpp_model}
+    arch_type = config.get('arch_type', 'unet')
+    if arch_type not in builders: raise ValueError(
+        f"load_model: {cfg_f}: arch_type={arch_type!r}: expected one of {list(builders)}")
+    kwargs = {k: v for k, v in config.items()
+              if k not in _reserved + ('arch', 'arch_type', 'n_out', 'img_size', 'n_in', 'cut')}
     if 'act_cls' in kwargs:
         name = kwargs['act_cls']
         act = _acts.get(name, getattr(nn, str(name), None))
@@ -245,8 +253,8 @@ def _build(config, cfg_f):
         init = getattr(nn.init, str(kwargs.pop('init')), None)
         if callable(init): kwargs['init'] = init
     try:
-        return create_unet_model(arch, config['n_out'], config['img_size'], pretrained=False, cut=config.get('cut'),
-                                 n_in=config.get('n_in', 3), **kwargs)
+        return builders[arch_type](arch, config['n_out'], config['img_size'], pretrained=False, cut=config.get('cut'),
+                                   n_in=config.get('n_in', 3), **kwargs)
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"load_model: {cfg_f}: cannot build the model it describes: {e}") from None
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 from fastai.vision.all import (Learner, Adam, Normalize, defaults, params, L, store_attr, risinstance, get_c,
                                CrossEntropyLossFlat, Callback, to_float)
-from .models import create_unet_model, encoder_meta
+from fastai.callback.channelslast import ChannelsLast
+from .models import create_unet_model, create_unetpp_model, DeepSupervisionLoss, encoder_meta
 
 # %% auto #0
-__all__ = ['UnetSplitter', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
+__all__ = ['unet_builders', 'UnetSplitter', 'PlainTensors', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
 
 # %% ../nbs/06_learner.ipynb #dd2ef4fc
 def _add_norm(dls, stats, pretrained, n_in=3):
@@ -29,19 +30,44 @@ class UnetSplitter:
         rest = [c for n, c in m.named_children() if n != 'encoder']
         return L(*groups, rest).map(lambda g: params(g) if not isinstance(g, list) else [p for c in g for p in params(c)])
 
+unet_builders = {'unet': create_unet_model, 'unet++': create_unetpp_model}
+
+class PlainTensors(Callback):
+    "Give the model plain tensors: `torch.compile` cannot trace fastai's tensor subclasses (`TensorImage`)."
+    order = 5
+    def before_batch(self): self.learn.xb = tuple(o.as_subclass(torch.Tensor) if isinstance(o, torch.Tensor) else o for o in self.xb)
+
+class MainOutput(Callback):
+    "With deep supervision, `learn.pred` is the main output once the loss has seen all of them (for `train_metrics`)."
+    order = 1
+    def after_loss(self):
+        if isinstance(self.pred, (tuple, list)): self.learn.pred = self.pred[0]
+
 def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_func=None, metrics=None,
                  opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, path=None, model_dir='models', wd=None,
-                 wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95), n_in=3, cut=None, **kwargs):
-    "Build a U-Net `Learner` from `dls` and `arch` (a registered name or torchvision builder such as `resnet34`)."
+                 wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95), n_in=3, cut=None, arch_type='unet',
+                 channels_last=True, compile=False, **kwargs):
+    "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`)."
     meta = encoder_meta(arch)
     if normalize: _add_norm(dls, meta.stats, pretrained, n_in)
     n_out = n_out if n_out is not None else get_c(dls)
     if not n_out: raise ValueError("n_out is not defined and could not be inferred from the data: set `dls.c` or pass `n_out`")
     img_size = dls.one_batch()[0].shape[-2:]
-    model = create_unet_model(meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
+    if arch_type not in unet_builders: raise ValueError(f"arch_type={arch_type!r}: expected one of {list(unet_builders)}")
+    model = unet_builders[arch_type](meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
     model.config['arch'] = meta.name
     if loss_func is None and getattr(dls, 'void_code', None) is not None:
         loss_func = CrossEntropyLossFlat(axis=1, ignore_index=dls.void_code)
+    cbs = list(L(cbs))
+    if getattr(model, 'deep_supervision', False):      # U-Net++ side outputs: the loss averages over all of them
+        loss_func = loss_func if loss_func is not None else getattr(dls.train_ds, 'loss_func', None)
+        if loss_func is None: raise ValueError("deep_supervision: pass a `loss_func` (the data does not define one)")
+        loss_func = DeepSupervisionLoss(loss_func)
+        cbs.append(MainOutput())
+    if channels_last: cbs.append(ChannelsLast())
+    if compile:
+        model.compile(**(compile if isinstance(compile, dict) else {}))   # in place: state_dict keys unchanged
+        cbs.append(PlainTensors())
     learn = Learner(dls=dls, model=model, loss_func=loss_func, opt_func=opt_func, lr=lr,
                     splitter=splitter or UnetSplitter(meta.split), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)

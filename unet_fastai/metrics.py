@@ -24,21 +24,31 @@ def decode_pred(pred, thresh=0.5):
     pred = pred.detach().as_subclass(torch.Tensor)
     return (torch.sigmoid(pred[:, 0]) > thresh).long() if pred.shape[1] == 1 else pred.argmax(dim=1)
 
+def _gathered(learn, x):
+    "`x` from every process in distributed training (fastai's `learn.to_detach`); `x` for a stand-in without it."
+    return learn.to_detach(x, cpu=False) if hasattr(learn, 'to_detach') else x
+
 class ConfusionMetric(Metric):
     "Base for metrics computed from a confusion matrix accumulated over the epoch."
     def __init__(self, ignore_index=None, include_background=True, thresh=0.5, name=None):
         store_attr('ignore_index,include_background,thresh'); self._name = name; self.reset()
     def reset(self): self.cm = None
-    def update(self, pred, targ):
-        "Add a batch of logits `pred` (B, C, H, W) and targets `targ` (B, H, W)."
+    def image_cms(self, pred, targ):
+        "The confusion matrix `(n, n)` (target × prediction) of each image: `(B, n, n)`."
         pred, targ, valid, _ = prepare_seg_batch(pred.detach(), targ, None, self.ignore_index)
-        n = max(pred.shape[1], 2)
+        n, b = max(pred.shape[1], 2), len(targ)
         p = decode_pred(pred, self.thresh)
+        img = torch.arange(b, device=targ.device).view(b, 1, 1).expand_as(targ)
+        return torch.bincount(((img * n + targ) * n + p)[valid], minlength=b * n * n).view(b, n, n)
+    def _add(self, cm):
+        n = cm.shape[0]
         if self.cm is not None and self.cm.shape[0] != n:
             raise ValueError(f"{type(self).__name__}: got {n} classes after {self.cm.shape[0]}; call reset() between tasks")
-        cm = torch.bincount(targ[valid] * n + p[valid], minlength=n * n).view(n, n)
         self.cm = cm if self.cm is None else self.cm + cm.to(self.cm.device)
-    def accumulate(self, learn): self.update(learn.pred, learn.yb[0])
+    def update(self, pred, targ):
+        "Add a batch of logits `pred` (B, C, H, W) and targets `targ` (B, H, W)."
+        self._add(self.image_cms(pred, targ).sum(0))
+    def accumulate(self, learn): self._add(_gathered(learn, self.image_cms(learn.pred, learn.yb[0])).sum(0))
     def _scores(self, inter, pred_n, targ_n): raise NotImplementedError
     @property
     def per_class(self):
@@ -96,18 +106,25 @@ class ObjectF1(Metric):
         if not 0 < iou_thresh <= 1: raise ValueError(f"iou_thresh: in (0, 1], got {iou_thresh}")
         store_attr(); self.reset()
     def reset(self): self.tp, self.n_pred, self.n_true = 0, 0, 0
-    def update(self, pred, targ):
-        "Add a batch of logits `pred` (B, C, H, W) and class targets `targ` (B, H, W)."
+    def image_counts(self, pred, targ):
+        "Matched, predicted and true objects of each image: `(B, 3)`."
         pred, targ, valid, _ = prepare_seg_batch(pred.detach(), targ, None, self.ignore_index)
         fg_p = ((decode_pred(pred, self.thresh) != 0) & valid).cpu().numpy()
         fg_t = ((targ != 0) & valid).cpu().numpy()
         st = ndimage.generate_binary_structure(2, self.connectivity)
+        res = []
         for a, b in zip(fg_t, fg_p):
             lt, nt = ndimage.label(a, st)
             lp, npred = ndimage.label(b, st)
-            self.tp += match_objects(lt, lp, self.iou_thresh)
-            self.n_true += nt; self.n_pred += npred
-    def accumulate(self, learn): self.update(learn.pred, learn.yb[0])
+            res.append((match_objects(lt, lp, self.iou_thresh), npred, nt))
+        return torch.tensor(res, dtype=torch.long, device=targ.device).view(-1, 3)
+    def _add(self, counts):
+        tp, n_pred, n_true = counts.tolist()
+        self.tp += tp; self.n_pred += n_pred; self.n_true += n_true
+    def update(self, pred, targ):
+        "Add a batch of logits `pred` (B, C, H, W) and class targets `targ` (B, H, W)."
+        self._add(self.image_counts(pred, targ).sum(0))
+    def accumulate(self, learn): self._add(_gathered(learn, self.image_counts(learn.pred, learn.yb[0])).sum(0))
     @property
     def value(self):
         n = self.n_pred + self.n_true

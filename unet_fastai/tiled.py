@@ -126,9 +126,10 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
                   bs=4, # windows per batch: peak memory grows with `bs*tile²`, not with the image
                   tta=False, # average over the 4 flips (none, horizontal, vertical, both)
                   progress=True, # show a progress bar when there is more than one batch
-                  out='probs', # 'probs': (n_out,H,W) float32 probabilities; 'labels': (H,W) int64 classes
+                  out='probs', # 'probs': (n_out,H,W) float32 probabilities; 'labels': (H,W) int64 classes; 'raw': blended model outputs
                   normalize=None, # (mean, std) per channel; a `Learner`'s own `Normalize` is used by default
                   align=None, # keep windows on multiples of this many pixels; default `model.stride` if it has one
+                  channels_last=True, # give the model channels-last windows (faster convolutions on CPU and on GPU)
                  ) -> torch.Tensor:
     "Predict `img` of any size by overlapping windows, mirrored borders and blended seams; memory bounded by `bs` windows."
     th, tw = (int(tile[0]), int(tile[1])) if isinstance(tile, (tuple, list)) else (int(tile), int(tile))
@@ -136,7 +137,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     if not 0 <= float(overlap) < 1: raise ValueError(f"overlap={overlap!r}: must be in [0, 1)")
     if blend not in ('gaussian', 'center'): raise ValueError(f"blend={blend!r}: expected 'gaussian' or 'center'")
     if pad_mode not in pad_modes: raise ValueError(f"pad_mode={pad_mode!r}: expected one of {pad_modes}")
-    if out not in ('probs', 'labels'): raise ValueError(f"out={out!r}: expected 'probs' or 'labels'")
+    if out not in ('probs', 'labels', 'raw'): raise ValueError(f"out={out!r}: expected 'probs', 'labels' or 'raw'")
     if int(bs) < 1: raise ValueError(f"bs={bs!r}: must be at least 1")
     bs, model, div = int(bs), model_or_learner, 255.
     if hasattr(model_or_learner, 'model') and hasattr(model_or_learner, 'dls'):     # a fastai Learner
@@ -158,15 +159,19 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
         t = t.to(device)
         t = t.float().div_(div) if t.dtype == torch.uint8 else t.float()
         if normalize is not None: t = (t - mean) / std
-        return t.to(dtype)
+        t = t.to(dtype)
+        return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
-    def probs(y): y = y.float(); return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
+    def act(y):
+        y = y.float()
+        if out == 'raw': return y
+        return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
 
     def run(t):
-        if not tta: return probs(model(t))
+        if not tta: return act(model(t))
         res = None
         for dims in _flips:
-            y = probs(model(t.flip(dims) if dims else t))
+            y = act(model(t.flip(dims) if dims else t))
             if dims: y = y.flip(dims)
             res = y if res is None else res.add_(y)
         return res.div_(len(_flips))
@@ -202,27 +207,47 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
                 wy, wx = torch.zeros(to_h), torch.zeros(to_w)
                 wy[m_h:to_h-m_h] = 1.; wx[m_w:to_w-m_w] = 1.
             wmap = (wy[:, None] * wx[None]).to(device)
-        acc = torch.zeros(n_out, H, W)                     # Σ w·p; a normal tensor (not an inference tensor)
+            sy, sx = _axis_wsum(wy, ys, off_h, H), _axis_wsum(wx, xs, off_w, W)   # Σ w along each axis
+        # Σ w·p. For probabilities the accumulator is the result (normal tensors, not inference tensors). For labels it
+        # is a band of rows that slides down the image: windows go row by row, so rows above the next window are final.
+        band = out == 'labels'
+        acc = torch.zeros(n_out, min(H, to_h) if band else H, W)
+        lbl = torch.empty(H, W, dtype=torch.long) if band else None
+        lo = 0                                             # image row of the accumulator's first row
+
+        def flush(upto):                                   # rows [lo, upto) are final: label them, slide the band
+            nonlocal acc, lo
+            n = upto - lo
+            if n <= 0: return
+            a = acc[:, :n]
+            if n_out == 1: lbl[lo:upto] = (a[0] / sy[lo:upto, None] / sx > 0.5)   # as `out='probs'` divides
+            else: lbl[lo:upto] = a.argmax(0)               # Σ w > 0 at every pixel: dividing cannot change the argmax
+            acc = torch.cat([acc[:, n:], acc.new_zeros(n_out, n, W)], 1)
+            lo = upto
+
         with torch.inference_mode():
             coords = [(y0, x0) for y0 in ys for x0 in xs]
             batches = [coords[i:i+bs] for i in range(0, len(coords), bs)]
-            for batch in _progress(batches, len(batches), progress):
+            for bi, batch in enumerate(_progress(batches, len(batches), progress)):
                 tiles = [_window(x, y0-off_h-b_h, ti_h, x0-off_w-b_w, ti_w, pad_mode) for y0, x0 in batch]
                 y = run(prep(torch.stack(tiles))).mul_(wmap).cpu()
                 del tiles
+                if band:                                   # grow the band to the lowest row this batch reaches
+                    need = min(H, max(y0 - off_h for y0, _ in batch) + to_h) - lo
+                    if need > acc.shape[1]: acc = torch.cat([acc, acc.new_zeros(n_out, need - acc.shape[1], W)], 1)
                 for k, (y0, x0) in enumerate(batch):       # add the part of each window that lies in the image
                     r0, r1 = max(0, off_h-y0), min(to_h, off_h+H-y0)
                     c0, c1 = max(0, off_w-x0), min(to_w, off_w+W-x0)
-                    iy, ix = y0-off_h, x0-off_w
+                    iy, ix = y0-off_h-lo, x0-off_w
                     acc[:, iy+r0:iy+r1, ix+c0:ix+c1] += y[k, :, r0:r1, c0:c1]
                 del y
-            # Σ w: the weights are separable and the windows a grid, so Σ w is an outer product of two 1D sums
-            acc /= _axis_wsum(wy, ys, off_h, H)[:, None]
-            acc /= _axis_wsum(wx, xs, off_w, W)
+                if band: flush(min(H, batches[bi+1][0][0] - off_h) if bi+1 < len(batches) else H)
+            if not band:                                   # Σ w is an outer product of the two 1D sums
+                acc /= sy[:, None]
+                acc /= sx
     finally:
         if isinstance(model, nn.Module): model.train(was_training)
-    if out == 'labels': return (acc[0] > 0.5).long() if n_out == 1 else acc.argmax(0)
-    return acc
+    return lbl if band else acc
 
 # %% ../nbs/10_tiled.ipynb #f62ad7a4
 try:

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from fastai.learner import Callback, CancelFitException, save_model as fa_save_model, load_model as fa_load_model
 from fastai.callback.progress import CSVLogger
+from fastai.torch_core import rank_distrib, distrib_barrier
 from .models import encoder_meta
 from .data import camvid_dls
 from .learner import unet_learner, _add_norm, AutocastBF16, cpu_has_bf16
 from .metrics import camvid_metrics
+from .distributed import setup_distributed, distrib_training, any_rank
 
 # %% auto #0
 __all__ = ['NaNLossError', 'StopOnNaN', 'Checkpoint', 'MetricsCSV', 'train_segmentation']
@@ -24,10 +26,10 @@ __all__ = ['NaNLossError', 'StopOnNaN', 'Checkpoint', 'MetricsCSV', 'train_segme
 class NaNLossError(RuntimeError): "Training produced a non-finite loss."
 
 class StopOnNaN(Callback):
-    "Stop training with a clear message as soon as the loss is not finite."
+    "Stop training with a clear message as soon as the loss is not finite (on any process of a distributed run)."
     order = 0
-    def after_loss(self):
-        if self.training and not torch.isfinite(self.loss).all():
+    def after_loss(self):    # all ranks stop together: one stopping alone would leave the others in an all-reduce
+        if self.training and any_rank(not torch.isfinite(self.loss).all()):
             self.learn.nan_stopped = (self.epoch, self.iter)
             raise CancelFitException()
 
@@ -72,7 +74,7 @@ def _seed(seed):
 
 def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epochs=8, bs=8, lr=2e-3,
                        pretrained=True, freeze_epochs=1, resume=False, seed=42, num_workers=0, progress=True,
-                       channels_last=True, bf16=None, cbs=None, **model_kwargs):
+                       channels_last=True, bf16=None, sync_bn=False, cbs=None, **model_kwargs):
     "Train a U-Net on the CamVid-style folder `data`, writing checkpoints and `metrics.csv` into `out`."
     # bf16=None: bfloat16 autocast when the hardware runs it natively (CUDA, or a CPU with AVX-512 BF16/AMX)
     data, out = Path(data), Path(out).absolute()        # absolute: fastai joins relative paths onto `learn.path`
@@ -84,6 +86,7 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
         if len(size) != 2 or any(int(s) <= 0 for s in size): raise ValueError(f"size={size}: expected a positive height and width")
     settings = dict(data=str(data), arch=arch, layout=layout, size=list(size) if size else None, epochs=epochs, bs=bs,
                     lr=lr, pretrained=pretrained, freeze_epochs=freeze_epochs if pretrained else 0, seed=seed)
+    setup_distributed()              # launched by torchrun/accelerate: join the others before building the data
     done = 0
     if resume:
         if not (out/'state.json').exists() or not (out/'checkpoints'/'last.pth').exists():
@@ -92,7 +95,7 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
         done = state['epochs_done']
         settings.update({k: state[k] for k in settings if k in state})
         size = tuple(settings['size']) if settings['size'] else None
-        _truncate_csv(out/'metrics.csv', done)
+        if rank_distrib() == 0: _truncate_csv(out/'metrics.csv', done)
     out.mkdir(parents=True, exist_ok=True)
     _seed(settings['seed'] + done)
     dls = camvid_dls(data, size=size, bs=settings['bs'], layout=settings['layout'], seed=settings['seed'],
@@ -110,10 +113,10 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
     def phase(n_epoch, lr_, offset, **kw):
         "One `fit_one_cycle` of `n_epoch` epochs, numbered from `offset` in the logs, resumed at global epoch `done`."
         start = max(0, done - offset)
-        run_cbs = [StopOnNaN(), MetricsCSV(out/'metrics.csv', append=resume or done > 0, start_epoch=start, offset=offset),
-                   Checkpoint(out, settings, start_epoch=start, offset=offset)] + list(cbs or [])
-        learn.fit_one_cycle(n_epoch, lr_, cbs=run_cbs, start_epoch=start, **kw)
-    with (learn.no_bar() if not progress else contextlib.nullcontext()):
+        files = [MetricsCSV(out/'metrics.csv', append=resume or done > 0, start_epoch=start, offset=offset),
+                 Checkpoint(out, settings, start_epoch=start, offset=offset)] if rank_distrib() == 0 else []
+        learn.fit_one_cycle(n_epoch, lr_, cbs=[StopOnNaN()] + files + list(cbs or []), start_epoch=start, **kw)
+    with (learn.no_bar() if not progress else contextlib.nullcontext()), distrib_training(learn, sync_bn):
         if done < fz:                                  # fine_tune's frozen phase
             learn.freeze()
             phase(fz, slice(lr), 0, pct_start=0.99)
@@ -121,6 +124,7 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
         if not getattr(learn, 'nan_stopped', None):
             learn.unfreeze()
             phase(total, slice(lr/2/100, lr/2) if fz else lr, fz)
+    distrib_barrier()                                  # the other ranks return once rank 0 has written its files
     if getattr(learn, 'nan_stopped', None):
         ep, it = learn.nan_stopped
         raise NaNLossError(f"training stopped: the loss became NaN/inf at epoch {ep}, batch {it}. The last good "

@@ -3,3 +3,4 @@ from .layers import *
 from .encoders import *
 from .unet import *
 from .classic import *
+from .unetpp import *

@@ -7,7 +7,9 @@ Docs: https://unet-fastai.github.io/unet_fastai/encoders.html.md"""
 # %% ../../nbs/01_encoders.ipynb #b80c2322
 from __future__ import annotations
 import math, os, socket, urllib.error
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 import torch
@@ -17,7 +19,8 @@ from torchvision import models as tvm
 
 # %% auto #0
 __all__ = ['imagenet_stats', 'encoders', 'EncoderMeta', 'register_encoder', 'encoder_meta', 'PretrainedWeightsError',
-           'weights_path', 'load_arch', 'adapt_first_conv', 'has_pool_type', 'cut_model', 'create_body']
+           'weights_path', 'load_arch', 'adapt_first_conv', 'has_pool_type', 'cut_model', 'create_body',
+           'timm_sequential', 'timm_meta']
 
 # %% ../../nbs/01_encoders.ipynb #f15b1c62
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -30,6 +33,7 @@ class EncoderMeta:
     cut: int|Callable = -2                # children to keep, or a function of the full model
     split: Callable = None                # encoder -> list of module groups (the decoder is added as the last group)
     stats: tuple = imagenet_stats         # normalisation stats of the pretrained weights
+    body: Callable = None                 # `body(n_in, pretrained)` -> encoder, for encoders not cut from a classifier (timm)
 
 encoders: dict[str, EncoderMeta] = {}
 
@@ -45,7 +49,7 @@ for _n in ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'):
 
 # %% ../../nbs/01_encoders.ipynb #5621ea53
 def encoder_meta(arch) -> EncoderMeta:
-    "The registered `EncoderMeta` for `arch`, given by name (`'resnet34'`) or builder (`torchvision.models.resnet34`)."
+    "`EncoderMeta` for `arch`: a registered name (`'resnet34'`) or builder (`resnet34`), else a timm model name."
     if isinstance(arch, EncoderMeta): return arch
     name = arch if isinstance(arch, str) else getattr(arch, '__name__', None)
     if name in encoders and (isinstance(arch, str) or encoders[name].builder is arch or
@@ -53,7 +57,31 @@ def encoder_meta(arch) -> EncoderMeta:
         return encoders[name]
     if callable(arch) and not isinstance(arch, str):   # an unregistered builder: keep children up to the last pooling
         return EncoderMeta(name or type(arch).__name__, arch, cut=None, split=lambda enc: [enc])
-    raise KeyError(f"arch={arch!r} is not a registered encoder; known: {sorted(encoders)}")
+    if isinstance(arch, str): return timm_meta(arch, known=sorted(encoders))   # any other name: a timm model
+    raise TypeError(f"arch={arch!r}: expected an encoder name or a torchvision-style builder")
+
+# %% ../../nbs/01_encoders.ipynb #0c488017
+def _half_split(enc):
+    "Two parameter groups: the first and the second half of the encoder's children."
+    n = len(enc)//2
+    return [enc[:n], enc[n:]]
+
+def _features(m): return m.features
+def _regnet_body(m): return nn.Sequential(m.stem, *m.trunk_output)
+
+_families = dict(
+    resnext=(['resnext50_32x4d', 'resnext101_32x8d', 'resnext101_64x4d'], -2, _resnet_split),
+    wide_resnet=(['wide_resnet50_2', 'wide_resnet101_2'], -2, _resnet_split),
+    vgg=(['vgg11_bn', 'vgg13_bn', 'vgg16_bn', 'vgg19_bn'], _features, _half_split),
+    densenet=(['densenet121', 'densenet161', 'densenet169', 'densenet201'], _features, _half_split),
+    efficientnet=([f'efficientnet_b{i}' for i in range(8)] + [f'efficientnet_v2_{s}' for s in 'sml'], _features, _half_split),
+    convnext=(['convnext_tiny', 'convnext_small', 'convnext_base', 'convnext_large'], _features, _half_split),
+    regnet=([f'regnet_{k}_{s}' for k in 'xy' for s in ('400mf', '800mf', '1_6gf', '3_2gf', '8gf', '16gf', '32gf')],
+            _regnet_body, _half_split),
+)
+for _names, _cut, _split in _families.values():
+    for _n in _names:
+        if hasattr(tvm, _n): register_encoder(_n, getattr(tvm, _n), cut=_cut, split=_split)
 
 # %% ../../nbs/01_encoders.ipynb #be4d9a23
 class PretrainedWeightsError(RuntimeError):
@@ -128,9 +156,67 @@ def cut_model(model, cut):
 def create_body(arch, n_in=3, pretrained=True, cut=None):
     "Encoder of `arch` (name or builder) for `n_in` channels, with ImageNet weights if `pretrained`."
     meta = encoder_meta(arch)
+    if meta.body is not None:
+        if cut is not None: raise ValueError(f"cut={cut!r}: {meta.name} is cut by its own library; leave cut=None")
+        return meta.body(n_in, pretrained)
     model = adapt_first_conv(load_arch(meta, pretrained), n_in, pretrained)
     cut = cut if cut is not None else meta.cut
     if cut is None:
         ll = list(enumerate(model.children()))
         cut = next(i for i,o in reversed(ll) if has_pool_type(o))
     return cut_model(model, cut)
+
+# %% ../../nbs/01_encoders.ipynb #bb4c6811
+def _import_timm(name, known=()):
+    try: import timm
+    except ImportError:
+        raise KeyError(f"arch={name!r} is not a registered encoder (known: {list(known)}), and timm is not installed "
+                       f"to look it up there: `pip install 'unet_fastai[timm]'` (or `pip install timm`)") from None
+    return timm
+
+def timm_sequential(net) -> nn.Sequential:
+    "timm's `features_only` network `net` as an `nn.Sequential` of its modules, in the order its forward runs them."
+    from timm.models._features import FeatureListNet
+    if isinstance(net, FeatureListNet): return nn.Sequential(OrderedDict(net.items()))
+    if all(hasattr(net, a) for a in ('conv_stem', 'bn1', 'blocks')):      # EfficientNetFeatures, MobileNetV3Features
+        return nn.Sequential(OrderedDict([('conv_stem', net.conv_stem), ('bn1', net.bn1)] +
+                                         [(f'blocks_{i}', b) for i, b in enumerate(net.blocks)]))
+    raise NotImplementedError(f"{type(net).__name__}: this timm model's features are not a chain of modules "
+                              f"(a transformer?), which a DynamicUnet cannot take; choose a CNN")
+
+def _timm_body(name, n_in=3, pretrained=True, timeout=10.):
+    timm = _import_timm(name)
+    kw = dict(features_only=True, in_chans=n_in)
+    if not pretrained: return timm_sequential(timm.create_model(name, pretrained=False, **kw))
+    from huggingface_hub import constants as hf
+    old = hf.HF_HUB_OFFLINE
+    hf.HF_HUB_OFFLINE = True                            # the local cache first: no network, no retries
+    try: return timm_sequential(timm.create_model(name, pretrained=True, **kw))
+    except Exception: pass
+    finally: hf.HF_HUB_OFFLINE = old
+    err = None
+    try: socket.create_connection(('huggingface.co', 443), timeout=timeout).close()
+    except OSError as e: err = e
+    if err is None:
+        try: return timm_sequential(timm.create_model(name, pretrained=True, **kw))
+        except OSError as e: err = e                     # the hub's and requests' errors are OSErrors
+    raise PretrainedWeightsError(
+        f"Could not get the pretrained weights of timm's {name!r} from the Hugging Face Hub ({type(err).__name__}: {err}).\n"
+        f"To fix it, either:\n"
+        f"  * train from scratch: pass `pretrained=False`, or\n"
+        f"  * run `timm.create_model({name!r}, pretrained=True)` once on a machine with internet and copy its\n"
+        f"    Hugging Face cache ($HF_HOME, by default ~/.cache/huggingface) here.") from None
+
+def timm_meta(name, known=()) -> EncoderMeta:
+    "`EncoderMeta` of the timm model `name` (optionally prefixed `timm:`)."
+    tname = name[5:] if name.startswith('timm:') else name
+    timm = _import_timm(name, known)
+    if not timm.is_model(tname): raise KeyError(
+        f"arch={name!r} is neither a registered encoder (known: {list(known)}) nor a timm model (see `timm.list_models()`)")
+    stats = imagenet_stats
+    try:
+        cfg = timm.get_pretrained_cfg(tname)
+        if cfg is not None and cfg.mean is not None: stats = (list(cfg.mean), list(cfg.std))
+    except Exception: pass
+    return EncoderMeta(name, partial(timm.create_model, tname), cut=None, split=_half_split, stats=stats,
+                       body=partial(_timm_body, tname))

@@ -13,6 +13,10 @@ from .weightmap import *
 from .elastic import *
 from .export import *
 from .distributed import *
+from .degrade import *
+from .restore_loss import *
+from .restore_data import *
+from .restore_learner import *
 from fastai.vision.all import *
 from .models.unet import DynamicUnet, UnetBlock, create_unet_model, load_fastai_state_dict
 from .models.unetpp import DynamicUnetPlusPlus, DeepSupervisionLoss, create_unetpp_model

@@ -67,12 +67,12 @@ class UnetBlock(nn.Module):
         return self.conv2(self.conv1(cat_x))
 
 # %% ../../nbs/02_unet.ipynb #2d3dbb48
-def _zero_conv(conv):
-    "Make `conv` output 0 (weight norm: its magnitude `g`, so the direction still learns), bias included."
+def _shrink_conv(conv, scale=0.1):
+    "Scale the weights of `conv` by `scale` (weight norm: its magnitude `g`) and zero its bias."
     with torch.no_grad():
         pw = getattr(getattr(conv, 'parametrizations', None), 'weight', None)
-        if pw is None: conv.weight.zero_()
-        elif hasattr(pw, 'original0'): pw.original0.zero_()
+        if pw is None: conv.weight.mul_(scale)
+        elif hasattr(pw, 'original0'): pw.original0.mul_(scale)
         if conv.bias is not None: conv.bias.zero_()
 
 class DynamicUnet(nn.Module):
@@ -130,11 +130,11 @@ class DynamicUnet(nn.Module):
         self.final_conv = ConvLayer(ni, n_out, ks=1, act_cls=None, norm_type=norm_type, **kwargs)
         apply_init(nn.Sequential(self.middle_conv, self.res_block), init)
         self.head_act = SigmoidRange(*y_range) if y_range is not None else nn.Identity()
-        # restoration: add the (bicubically upsampled) input to the output; start from it exactly (final conv at 0)
+        # restoration: add the (bicubically upsampled) input to the output, and start near it (a small final conv)
         self.residual = bool(residual)
         if self.residual:
             if n_out != self.n_in: raise ValueError(f"residual=True: n_out={n_out} must equal the input's {self.n_in} channels")
-            _zero_conv(self.final_conv[0])
+            _shrink_conv(self.final_conv[0])
 
     def pad(self, x):
         "Mirror-pad `x` (centred) so its height and width are multiples of the encoder's stride."

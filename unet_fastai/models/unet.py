@@ -16,7 +16,7 @@ from .encoders import *
 
 # %% auto #0
 __all__ = ['get_sz_change_idxs', 'apply_init', 'pow2_floor', 'UnetBlock', 'DynamicUnet', 'fastai_layout',
-           'load_fastai_state_dict', 'create_unet_model']
+           'load_fastai_state_dict', 'unet_config', 'create_unet_model']
 
 # %% ../../nbs/02_unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
@@ -203,11 +203,8 @@ def load_fastai_state_dict(model: DynamicUnet, sd, strict=True):
                            f"n_in and options?).\n{e}") from None
 
 # %% ../../nbs/02_unet.ipynb #0e949c97
-def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, **kwargs):
-    "A `DynamicUnet` on the registered encoder `arch` (name or torchvision builder); `model.config` records the recipe."
-    meta = encoder_meta(arch)
-    if isinstance(img_size, int): img_size = (img_size, img_size)
-    model = DynamicUnet(create_body(meta, n_in, pretrained, cut), n_out, img_size, **kwargs)
+def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
+    "The JSON recipe of a U-Net on encoder `meta`: what `load_model` needs to rebuild it without pickle."
     cfg = dict(arch=meta.name, n_out=int(n_out), img_size=[int(o) for o in img_size], n_in=int(n_in))
     if cut is not None: cfg['cut'] = cut
     for k, v in kwargs.items():
@@ -215,5 +212,12 @@ def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, 
         elif k == 'norm_type': v = norm_name(v)
         elif isinstance(v, tuple): v = list(v)
         cfg[k] = v
-    model.config = cfg
+    return cfg
+
+def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, **kwargs):
+    "A `DynamicUnet` on the registered encoder `arch` (name or torchvision builder); `model.config` records the recipe."
+    meta = encoder_meta(arch)
+    if isinstance(img_size, int): img_size = (img_size, img_size)
+    model = DynamicUnet(create_body(meta, n_in, pretrained, cut), n_out, img_size, **kwargs)
+    model.config = unet_config(meta, n_out, img_size, n_in, cut, **kwargs)
     return model

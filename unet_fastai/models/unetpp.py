@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .layers import *
 from .encoders import *
-from .unet import get_sz_change_idxs, apply_init, DynamicUnet
+from .unet import get_sz_change_idxs, apply_init, DynamicUnet, unet_config
 
 # %% auto #0
 __all__ = ['unetpp_widths', 'NestedBlock', 'DynamicUnetPlusPlus', 'DeepSupervisionLoss', 'create_unetpp_model']
@@ -173,12 +173,5 @@ def create_unetpp_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3
     meta = encoder_meta(arch)
     if isinstance(img_size, int): img_size = (img_size, img_size)
     model = DynamicUnetPlusPlus(create_body(meta, n_in, pretrained, cut), n_out, img_size, **kwargs)
-    cfg = dict(arch_type='unet++', arch=meta.name, n_out=int(n_out), img_size=[int(o) for o in img_size], n_in=int(n_in))
-    if cut is not None: cfg['cut'] = cut
-    for k, v in kwargs.items():
-        if k in ('act_cls', 'init'): v = getattr(v, '__name__', str(v))
-        elif k == 'norm_type': v = norm_name(v)
-        elif isinstance(v, tuple): v = list(v)
-        cfg[k] = v
-    model.config = cfg
+    model.config = dict(arch_type='unet++', **unet_config(meta, n_out, img_size, n_in, cut, **kwargs))
     return model

@@ -8,7 +8,8 @@ and synthetic street scenes), into a temporary folder: training images from one 
 seeds, held-out images from the other part and other seeds. They are degraded with `Downscale(2)` (bilinear, ×2) and
 with `JPEG(q)`, `q` drawn per image. For each task a `restoration_learner` (no pretrained weights: they cannot be
 downloaded offline; L1 loss, since the VGG feature loss needs them too) is trained with `fit_one_cycle` on `crop`-pixel
-inputs, then every held-out image is restored whole with `restore_image` and scored against its target in 8-bit
+inputs (`--schedule time`, the default: one cycle spread over 570 s of training, validation excluded, so the
+learning rate anneals fully on a fast or a slow machine), then every held-out image is restored whole with `restore_image` and scored against its target in 8-bit
 pixels: PSNR, and SSIM with an 11×11 Gaussian window (σ = 1.5); `psnr_model_tta` also averages the 4 flips. The model always sees inputs of the training size: the
 ×2 inputs are `crop` pixels whole, and a de-JPEG image goes through `predict_tiled` windows of `crop` pixels (a U-Net
 trained on small crops, whose deepest maps are then 2×2, does not generalise to other sizes). The baseline is the
@@ -49,11 +50,22 @@ def run_task(name, tfm, upscale, a, root, log):
                           align=16 if jpeg else 1)                               # crops keep the JPEG block grid
 
     class Budget(Callback):
-        "Stop (and say so) if training runs past the time budget."
-        def before_fit(self): self.t0 = time.perf_counter()
+        """Stop once `a.budget` seconds of training (validation excluded) are spent. With `--schedule time`, the one-cycle
+        schedule also runs over that time instead of over a number of epochs: its position is the fraction of the
+        budget spent, so the learning rate anneals fully however fast the machine is."""
+        order = 50                                                        # before ParamScheduler (60) sets the lr
+        def before_fit(self): self.spent, self.t0, self.steps = 0., time.perf_counter(), 0
+        def before_validate(self): self.spent += time.perf_counter() - self.t0
+        def after_validate(self): self.t0 = time.perf_counter()
+        def elapsed(self): return self.spent + time.perf_counter() - self.t0
+        def before_batch(self):
+            if self.training and a.schedule == 'time': self.learn.pct_train = min(self.elapsed() / a.budget, 1 - 1e-6)
         def after_batch(self):
-            if self.training and time.perf_counter() - self.t0 > a.budget:
-                self.learn.over_budget = True; raise CancelFitException()
+            if not self.training: return
+            self.steps += 1
+            if self.elapsed() > a.budget:
+                self.learn.over_budget = a.schedule != 'time'; raise CancelFitException()
+        def after_fit(self): self.learn.train_time, self.learn.steps = self.elapsed(), self.steps
 
     class Log(Callback):
         "With -v: each epoch's losses and metrics on stderr."
@@ -67,9 +79,9 @@ def run_task(name, tfm, upscale, a, root, log):
                                 opt_func=partial(Adam, eps=a.eps),
                                 cbs=[Budget(), Log()] if a.verbose else [Budget()])
     learn.over_budget = False
-    t = time.perf_counter()
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, a.lr, pct_start=a.pct_start)
-    train_s = time.perf_counter() - t
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(10_000 if a.schedule == 'time' else epochs, a.lr, pct_start=a.pct_start)
+    train_s = learn.train_time
 
     inp, out, out_tta = [], [], []
     t = time.perf_counter()
@@ -84,8 +96,8 @@ def run_task(name, tfm, upscale, a, root, log):
     eval_s = time.perf_counter() - t
     if a.out: torch.save(learn.model.state_dict(), root/f'model_{name}.pth')
     inp, out, out_tta = np.array(inp), np.array(out), np.array(out_tta)
-    res = dict(degradation=repr(tfm), upscale=upscale, crop=crop, bs=bs, epochs=epochs,
-               steps=epochs * (len(dls.train_ds) // bs),
+    res = dict(degradation=repr(tfm), upscale=upscale, crop=crop, bs=bs, schedule=a.schedule,
+               epochs=round(learn.steps / len(dls.train), 2), steps=learn.steps,
                baseline='bicubic' if upscale > 1 else 'input',
                psnr_input=round(float(inp[:, 0].mean()), 3), ssim_input=round(float(inp[:, 1].mean()), 4),
                psnr_model=round(float(out[:, 0].mean()), 3), ssim_model=round(float(out[:, 1].mean()), 4),
@@ -108,10 +120,12 @@ def main():
     ap.add_argument('--size', type=int, default=128, help='height and width of the clean (target) images')
     ap.add_argument('--crop', type=int, default=64, help='×2: input crop, pixels (64: the whole 64×64 input)')
     ap.add_argument('--bs', type=int, default=4, help='×2: batch size')
-    ap.add_argument('--epochs', type=int, default=10, help='×2: epochs')
+    ap.add_argument('--schedule', choices=('time', 'epochs'), default='time',
+                    help="'time': one cycle over --budget seconds of training, whatever the speed; 'epochs': over --epochs")
+    ap.add_argument('--epochs', type=int, default=10, help="×2: epochs (with --schedule epochs)")
     ap.add_argument('--crop-jpeg', type=int, default=64, help='de-JPEG: training crop and prediction window, pixels')
     ap.add_argument('--bs-jpeg', type=int, default=4, help='de-JPEG: batch size')
-    ap.add_argument('--epochs-jpeg', type=int, default=15, help='de-JPEG: epochs')
+    ap.add_argument('--epochs-jpeg', type=int, default=15, help='de-JPEG: epochs (with --schedule epochs)')
     ap.add_argument('--lr', type=float, default=3e-3)
     ap.add_argument('--pct-start', type=float, default=0.3)
     ap.add_argument('--eps', type=float, default=1e-5, help="Adam's eps (fastai's default: 1e-5)")
@@ -121,7 +135,7 @@ def main():
     ap.add_argument('--jpeg-q', type=int, nargs=2, default=(10, 30), help='JPEG quality range (inclusive)')
     ap.add_argument('--tasks', default='sr2,dejpeg')
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--budget', type=float, default=600., help='seconds of training allowed per task')
+    ap.add_argument('--budget', type=float, default=570., help='seconds of training per task (validation excluded)')
     ap.add_argument('--threads', type=int, default=1,
                     help="torch threads (0: torch's default). 1 by default: on a shared machine, an OpenMP thread waiting "
                          "for a busy core slows training down several times")
@@ -135,6 +149,7 @@ def main():
     if a.quick:
         a.n_train, a.n_valid, a.size, a.arch = 4, 2, 64, 'resnet18'
         a.crop, a.bs, a.epochs, a.crop_jpeg, a.bs_jpeg, a.epochs_jpeg = 32, 4, 1, 32, 4, 1
+        a.schedule = 'epochs'
 
     import warnings; warnings.simplefilter('ignore')
     import torch
@@ -150,7 +165,7 @@ def main():
     make_clean_images(root/'hr'/'valid', a.n_valid, a.size, seed=a.seed, split='valid')
     tasks = {'sr2': (Downscale(2), 2), 'dejpeg': (JPEG(tuple(a.jpeg_q)), 1)}
     out = dict(settings=dict(n_train=a.n_train, n_valid=a.n_valid, size=a.size,
-                             lr=a.lr, pct_start=a.pct_start, adam_eps=a.eps, arch=a.arch, pretrained=False, loss=a.loss,
+                             lr=a.lr, pct_start=a.pct_start, schedule=a.schedule, adam_eps=a.eps, arch=a.arch, pretrained=False, loss=a.loss,
                              jpeg_q=list(a.jpeg_q), threads=a.threads,
                              residual=not a.no_residual, seed=a.seed, budget_s=a.budget, quick=a.quick),
                machine=dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,

@@ -103,6 +103,14 @@ def run_row(name, a, path, precision):
     return row
 
 
+def _cpu_name():
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true', help='1 epoch, 16 train and 16 valid images (a smoke test)')
@@ -131,7 +139,7 @@ def main(argv=None):
     path = Path(a.data or Path(tempfile.gettempdir())/f'unet_fastai_recipe_{a.n_train}_{a.n_valid}_{a.size[0]}x{a.size[1]}')
     make_synth_camvid(path, n_train=a.n_train, n_valid=a.n_valid, size=tuple(a.size), seed=a.seed)
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-               machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+               machine=f'{_cpu_name()}, {os.cpu_count()} cores',
                threads=torch.get_num_threads(), precision=precision, device='cpu', channels_last=True,
                epochs=a.epochs, n_train=a.n_train, n_valid=a.n_valid, size=a.size, bs=a.bs, lr=a.lr, seed=a.seed,
                arch='resnet34', pretrained=False, schedule='fit_one_cycle', quick=a.quick,

@@ -134,7 +134,7 @@ class DynamicUnet(nn.Module):
         nh = ni
         if head == 'light':   # the last cross at width w = max(16, ni//2): the shuffle fills w - n_in channels, the input the rest
             w = max(16, ni//2)
-            nh = w - self.n_in if w - self.n_in >= 8 else w
+            nh = w - self.n_in if last_cross and w - self.n_in >= 8 else w
         ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
         ni = nh if ups else ni
         self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())

@@ -54,6 +54,8 @@ def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_fu
     if not n_out: raise ValueError("n_out is not defined and could not be inferred from the data: set `dls.c` or pass `n_out`")
     img_size = dls.one_batch()[0].shape[-2:]
     if arch_type not in unet_builders: raise ValueError(f"arch_type={arch_type!r}: expected one of {list(unet_builders)}")
+    if kwargs.get('preset') is not None and arch_type != 'unet':
+        raise ValueError(f"preset={kwargs['preset']!r}: presets are for arch_type='unet', not {arch_type!r}")
     model = unet_builders[arch_type](meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
     model.config['arch'] = meta.name
     if loss_func is None and getattr(dls, 'void_code', None) is not None:

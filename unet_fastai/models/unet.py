@@ -15,8 +15,8 @@ from .layers import *
 from .encoders import *
 
 # %% auto #0
-__all__ = ['get_sz_change_idxs', 'apply_init', 'pow2_floor', 'UnetBlock', 'DynamicUnet', 'fastai_layout',
-           'load_fastai_state_dict', 'unet_config', 'create_unet_model']
+__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'UnetBlock', 'decoder_widths', 'DynamicUnet',
+           'fastai_layout', 'load_fastai_state_dict', 'unet_config', 'preset_options', 'create_unet_model']
 
 # %% ../../nbs/02_unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
@@ -45,13 +45,14 @@ def pow2_floor(n: int) -> int:
 class UnetBlock(nn.Module):
     "A U-Net decoder block: `PixelShuffle_ICNR` upsampling, BatchNorm on the skip, concat, two convs."
     def __init__(self, up_in_c, x_in_c, final_div=True, blur=False, act_cls=nn.ReLU, self_attention=False,
-                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, **kwargs):
+                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, nf=None, **kwargs):
         super().__init__()
         self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c//2, blur=blur, act_cls=act_cls, norm_type=norm_type)
         self.bn = BatchNorm(x_in_c)
         ni = up_in_c//2 + x_in_c
-        nf = ni if final_div else ni//2
+        nf, width = (ni if final_div else ni//2), nf
         if pow2: nf = pow2_floor(nf)                   # `decoder_channels='pow2'`: 384 -> 256, 96 -> 64
+        if width is not None: nf = int(width)          # an explicit width (`decoder_channels='narrow'` or a list)
         self.conv1 = ConvLayer(ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
         self.conv2 = ConvLayer(nf, nf, act_cls=act_cls, norm_type=norm_type,
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)
@@ -75,11 +76,23 @@ def _shrink_conv(conv, scale=0.1):
         elif hasattr(pw, 'original0'): pw.original0.mul_(scale)
         if conv.bias is not None: conv.bias.zero_()
 
+def decoder_widths(decoder_channels, n_blocks):
+    "`(pow2, widths)`: the `UnetBlock` output widths `decoder_channels` asks for (`None`: fastai's rule), deepest first."
+    if decoder_channels in ('fastai', 'pow2'): return decoder_channels == 'pow2', [None]*n_blocks
+    if decoder_channels == 'narrow': return False, [max(16, 256 >> i) for i in range(n_blocks)]
+    if isinstance(decoder_channels, (list, tuple)) and all(isinstance(o, int) and o > 0 for o in decoder_channels):
+        if len(decoder_channels) != n_blocks: raise ValueError(
+            f"decoder_channels={list(decoder_channels)}: expected {n_blocks} widths, one per decoder block")
+        return False, list(decoder_channels)
+    raise ValueError(f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths), 'pow2' (rounded down "
+                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net) or a list of {n_blocks} widths")
+
 class DynamicUnet(nn.Module):
     "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size (times `upscale`)."
     def __init__(self, encoder, n_out, img_size, blur=False, blur_final=True, self_attention=False, y_range=None,
                  last_cross=True, bottle=False, act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None,
-                 pad_mode='reflect', upscale=1, residual=False, decoder_channels='fastai', **kwargs):
+                 pad_mode='reflect', upscale=1, residual=False, decoder_channels='fastai', middle='fastai',
+                 head='fastai', **kwargs):
         super().__init__()
         if not isinstance(encoder, nn.Sequential): raise TypeError(
             f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
@@ -88,9 +101,10 @@ class DynamicUnet(nn.Module):
         if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
             raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
         self.upscale = int(upscale)
-        if decoder_channels not in ('fastai', 'pow2'): raise ValueError(
-            f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths) or 'pow2' (rounded down to powers of 2)")
-        pow2 = decoder_channels == 'pow2'
+        if middle not in ('fastai', 'slim'): raise ValueError(
+            f"middle={middle!r}: expected 'fastai' (ni -> 2ni -> ni) or 'slim' (one conv ni -> ni)")
+        if head not in ('fastai', 'light'): raise ValueError(
+            f"head={head!r}: expected 'fastai' (last cross at the decoder's width) or 'light' (at half of it, at least 16)")
         self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
         self.n_in = in_channels(encoder)
         sizes = model_sizes(encoder, img_size)
@@ -101,25 +115,34 @@ class DynamicUnet(nn.Module):
         ni = sizes[-1][1]
         self.bn = BatchNorm(ni)
         self.relu = nn.ReLU()
-        self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),
-                                         ConvLayer(ni*2, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
+        if middle == 'fastai':
+            self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),
+                                             ConvLayer(ni*2, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
+        else: self.middle_conv = nn.Sequential(ConvLayer(ni, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
         blocks, idxs = [], list(reversed(self.sz_idxs))
+        pow2, widths = decoder_widths(decoder_channels, len(idxs))
         for i, idx in enumerate(idxs):
             not_final = i != len(idxs)-1
             blk = UnetBlock(ni, int(sizes[idx][1]), final_div=not_final, blur=blur and (not_final or blur_final),
                             self_attention=self_attention and (i == len(idxs)-3), act_cls=act_cls, init=init,
-                            norm_type=norm_type, pow2=pow2, **kwargs)
+                            norm_type=norm_type, pow2=pow2, nf=widths[i], **kwargs)
             blocks.append(blk)
             ni = blk.nf
         self.blocks = nn.ModuleList(blocks)
         # back to full resolution: one PixelShuffle per missing factor of 2 (one for a ResNet)
         n_up = round(math.log2(img_size[0] / sizes[idxs[-1]][-2]))
-        ups = [PixelShuffle_ICNR(ni, act_cls=act_cls, norm_type=norm_type) for _ in range(n_up)]
+        nh = ni
+        if head == 'light':   # the last cross at width w = max(16, ni//2): the shuffle fills w - n_in channels, the input the rest
+            w = max(16, ni//2)
+            nh = w - self.n_in if last_cross and w - self.n_in >= 8 else w
+        ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
+        ni = nh if ups else ni
         self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
         self.last_cross = last_cross
         if last_cross:
             ni += self.n_in
-            nf = ni//2 if bottle else ni
+            nf = ni if head == 'fastai' or ni == w else w
+            nf = nf//2 if bottle else nf
             if pow2: nf = pow2_floor(nf)
             self.res_block = ResBlock(1, ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
             ni = nf
@@ -214,8 +237,20 @@ def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
         cfg[k] = v
     return cfg
 
-def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, **kwargs):
+unet_presets = {
+    'fastai': {},                                     # fastai's DynamicUnet, exactly
+    'fast': dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light'),
+}
+
+def preset_options(preset, **kwargs) -> dict:
+    "The options of `preset` (see `unet_presets`), overridden by the ones given in `kwargs`."
+    if preset is None: return kwargs
+    if preset not in unet_presets: raise ValueError(f"preset={preset!r}: expected one of {list(unet_presets)} or None")
+    return {**unet_presets[preset], **kwargs}
+
+def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, preset=None, **kwargs):
     "A `DynamicUnet` on the registered encoder `arch` (name or torchvision builder); `model.config` records the recipe."
+    kwargs = preset_options(preset, **kwargs)
     meta = encoder_meta(arch)
     if isinstance(img_size, int): img_size = (img_size, img_size)
     model = DynamicUnet(create_body(meta, n_in, pretrained, cut), n_out, img_size, **kwargs)

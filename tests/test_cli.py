@@ -86,3 +86,19 @@ def test_bad_input_names_the_file(case, data, tmp_path):
     r = run("train", "--data", d, "--out", out, "--no-pretrained", "--epochs", "1", *extra)
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert target in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_demo_writes_metrics_picture_and_model(tmp_path):
+    "`make demo`'s command, small: it trains from scratch offline and writes what the README promises."
+    out = tmp_path/"demo"
+    r = run("demo", "--out", out, "--data", tmp_path/"synth", "--arch", "resnet18", "--epochs", "1", "--n-train", "8",
+            "--n-valid", "4", "--bs", "4", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out/"metrics.json").read_text())
+    assert 0 <= m["acc_camvid"] <= 1 and 0 <= m["miou"] <= 1
+    assert Image.open(out/"show_results.png").size[0] > 100
+    assert {p.name for p in (out/"model").iterdir()} >= {"model.safetensors", "config.json"}
+    from unet_fastai.export import load_model
+    import torch
+    with torch.no_grad(): y = load_model(out/"model")(torch.rand(1, 3, 40, 56))
+    assert y.shape == (1, 12, 40, 56)

@@ -17,6 +17,7 @@ from .learner import unet_learner, AutocastBF16, cpu_has_bf16
 from .restore_loss import (FeatureLoss, SSIMLoss, L1SSIMLoss, PixelLoss, restoration_metrics, find_stats,
                                       to_pixels)
 from .degrade import to_rgb
+from .tiled import predict_tiled, flip_tta
 
 # %% auto #0
 __all__ = ['restoration_loss', 'restoration_learner', 'restore_image']
@@ -67,20 +68,17 @@ def restore_image(learn_or_model, img, tile='auto', overlap=0.25, bs=4, stats='a
     was_training = model.training
     model.eval()
     try:
-        y = None
         if tile is not None and getattr(model, 'upscale', 1) == 1:
-            from unet_fastai.tiled import predict_tiled
             y = predict_tiled(model, a, tile=tile, overlap=overlap, bs=bs, out='raw', progress=False, normalize=stats,
                               align=align, tta=tta)[None]
-        if y is None:
+        else:
             x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].to(p.device).float() / 255
             if stats is not None:
                 mean, std = (torch.as_tensor(s, dtype=torch.float32).flatten().view(1, -1, 1, 1).to(p.device) for s in stats)
                 x = (x - mean) / std
             x = x.to(p.dtype)
             with torch.inference_mode():
-                flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
-                y = sum(model(x.flip(d)).float().flip(d) if d else model(x).float() for d in flips) / len(flips)
+                y = flip_tta(lambda u: model(u).float(), x) if tta else model(x).float()
     finally: model.train(was_training)
     out = to_pixels(y.cpu(), stats, quantize=True)[0]
     return Image.fromarray((out * 255).round().byte().permute(1, 2, 0).numpy())

@@ -13,7 +13,7 @@ import torch.nn as nn
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'predict_tiled']
+__all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'flip_tta', 'predict_tiled']
 
 # %% ../nbs/10_tiled.ipynb #7ca21bbc
 def to_chw(img) -> torch.Tensor:
@@ -116,6 +116,15 @@ def _axis_wsum(w, starts, off, size):
 
 _flips = [(), (-1,), (-2,), (-2, -1)]
 
+def flip_tta(f, t):
+    "The mean of `f` over the 4 flips of `t` (none, horizontal, vertical, both), each output flipped back."
+    res = None
+    for dims in _flips:
+        y = f(t.flip(dims)) if dims else f(t)
+        if dims: y = y.flip(dims)
+        res = y if res is None else res.add_(y)
+    return res.div_(len(_flips))
+
 # %% ../nbs/10_tiled.ipynb #710a90a6
 def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning logits, or a fastai `Learner`
                   img, # PIL image, numpy (H,W) or (H,W,C), tensor (C,H,W) or (1,C,H,W)
@@ -167,14 +176,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
         if out == 'raw': return y
         return torch.sigmoid(y) if y.shape[1] == 1 else torch.softmax(y, dim=1)
 
-    def run(t):
-        if not tta: return act(model(t))
-        res = None
-        for dims in _flips:
-            y = act(model(t.flip(dims) if dims else t))
-            if dims: y = y.flip(dims)
-            res = y if res is None else res.add_(y)
-        return res.div_(len(_flips))
+    def run(t): return flip_tta(lambda u: act(model(u)), t) if tta else act(model(t))
 
     was_training = getattr(model, 'training', False)
     if isinstance(model, nn.Module): model.eval()

@@ -40,6 +40,8 @@ def check(dls, arch):
     assert all(p.requires_grad for p in model.final_conv.parameters())
 
 
+# the torchvision encoders the library registers (tests register their own, and timm names register when used)
+TORCHVISION = sorted(a for a in encoders if getattr(encoders[a].builder, '__module__', '').startswith('torchvision'))
 FAMILY = ['resnet18', 'resnet34', 'vgg11_bn', 'densenet121', 'efficientnet_b0',
           'efficientnet_v2_s', 'convnext_tiny', 'regnet_x_400mf', 'regnet_y_400mf']
 _no_init = {f: (lambda t, *a, **k: t) for f in ('normal_', 'kaiming_normal_', 'kaiming_uniform_', 'uniform_', 'zeros_',
@@ -57,11 +59,10 @@ def meta_unet(arch):
 def test_family_representatives_are_registered():
     assert set(FAMILY) <= set(encoders)
     name = lambda f: getattr(getattr(f, 'func', f), '__name__', repr(f))
-    torchvision = [a for a in encoders if getattr(encoders[a].builder, '__module__', '').startswith('torchvision')]
-    assert {name(encoders[a].split) for a in torchvision} <= {name(encoders[a].split) for a in FAMILY}  # each split trains
+    assert {name(encoders[a].split) for a in TORCHVISION} <= {name(encoders[a].split) for a in FAMILY}  # each split trains
 
 
-@pytest.mark.parametrize('arch', sorted(a for a in encoders if getattr(encoders[a].builder, '__module__', '').startswith('torchvision')))
+@pytest.mark.parametrize('arch', TORCHVISION)
 def test_registered_encoder_structure(arch):
     m = meta_unet(arch)
     with torch.no_grad(): y = m(torch.empty(2, 3, 64, 96, device='meta'))

@@ -67,6 +67,8 @@ def test_registered_encoder_structure(arch):
     m = meta_unet(arch)
     with torch.no_grad(): y = m(torch.empty(2, 3, 64, 96, device='meta'))
     assert y.shape == (2, 12, 64, 96)
+    with torch.no_grad(): y = m(torch.empty(1, 3, 97, 131, device='meta'))   # odd sides: upsampled maps cut to the skips
+    assert y.shape == (1, 12, 97, 131)
     assert len(m.sz_idxs) >= 3 and len(m.blocks) == len(m.sz_idxs)
     groups = UnetSplitter(encoder_meta(arch).split)(m)
     assert len(groups) >= 2

@@ -86,6 +86,20 @@ def test_torch_export_matches_eager_at_several_sizes(models, kind, tmp_path):
         pm(torch.randn(1, 3, 32, 64))
 
 
+@pytest.mark.parametrize('pad_mode', [None, 'reflect'])
+def test_torch_export_rounding_down_encoder(pad_mode):
+    "VGG's 2×2 max-pools round odd sizes down: unpadded, its upsampled maps get a repeated row; both modes export."
+    torch.manual_seed(0)
+    m = _perturb(create_unet_model('vgg11_bn', 2, 64, pretrained=False, pad_mode=pad_mode))
+    if pad_mode is None: assert all(b.pad_up == 1 for b in m.blocks)
+    pm = export_program(m, torch.randn(2, 3, 70, 90)).module()
+    for x in [torch.randn(1, 3, 64, 70), torch.randn(2, 3, 97, 131)]:
+        with torch.no_grad(): _close(pm(x), _eager(m, x))
+    small = 40 if pad_mode is None else 32              # 33..63 make a 1-pixel bottleneck without padding
+    with pytest.raises(ValueError, match='>= 64' if pad_mode is None else '>= 33'):
+        export_program(m, torch.randn(2, 3, small, 90))
+
+
 def test_torch_export_fixed_size(models):
     m = models['plain']
     static = export_program(m, torch.randn(1, 3, 64, 96), dynamic_hw=False).module()

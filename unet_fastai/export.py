@@ -74,7 +74,7 @@ def _pad_index(n, size, start, mode: str, device):
     raise ValueError(f"pad_mode={mode!r}: dynamic-size export supports 'reflect', 'replicate' and 'circular'")
 
 class ExportableUnet(nn.Module):
-    "Wraps a `DynamicUnet` so `torch.export`/ONNX trace one graph for all sizes `>= stride+1`: branch-free pad and crop."
+    "Wraps a padding `DynamicUnet` (`pad_mode='reflect'`...) so `torch.export`/ONNX trace one graph for all sizes `>= stride+1`: branch-free pad and crop."
     def __init__(self, model: DynamicUnet):
         super().__init__()
         self.model, self.stride, self.pad_mode = model, int(model.stride), model.pad_mode
@@ -90,23 +90,35 @@ class ExportableUnet(nn.Module):
         return y.index_select(3, torch.arange(w, device=x.device) + left)
 
 def _graph_module(model, example, dynamic_hw=True):
-    "What to trace: `ExportableUnet` (exact for H, W >= stride), or the model itself at a fixed size below the stride."
+    "What to trace: the model if it pads nothing, else `ExportableUnet` (exact for H, W >= stride), or the model at a fixed size below the stride."
+    if getattr(model, 'pad_mode', None) is None:      # `pad_mode=None`: no branch on sizes; cut by `index_select`s
+        for m in model.modules():
+            if hasattr(m, 'gather'): m.gather = True
+        return model
     if dynamic_hw or min(example.shape[-2:]) >= model.stride: return ExportableUnet(model).eval()
     return model
+
+def _min_hw(model):
+    "The smallest H and W of a dynamic-size export: the bottleneck must be 2 pixels or more (`torch.export` specialises 1s)."
+    s = int(model.stride)
+    rounds_down = getattr(model, 'pad_mode', 'reflect') is None and (
+        getattr(model, 'pad_final', 0) or any(getattr(b, 'pad_up', 0) for b in getattr(model, 'blocks', [])))
+    return 2*s if rounds_down else s+1      # an encoder that rounds down (VGG) maps 33..63 to a 1-pixel bottleneck
 
 def _dynamic_shapes(model, dynamic_hw=True):
     batch = torch.export.Dim('batch', min=1)
     if not dynamic_hw: return ({0: batch},)
-    s = int(model.stride)
-    return ({0: batch, 2: torch.export.Dim('height', min=s+1), 3: torch.export.Dim('width', min=s+1)},)
+    n = _min_hw(model)
+    return ({0: batch, 2: torch.export.Dim('height', min=n), 3: torch.export.Dim('width', min=n)},)
 
 def _example(model, example=None, example_size=(256, 256), dynamic_hw=True):
     "An example input on `model`'s device: batch >= 2 (so the batch stays dynamic) and H, W > stride if dynamic."
     p = next(model.parameters())
     if example is None: example = torch.randn(2, model.n_in, *example_size, device=p.device, dtype=p.dtype)
     if example.shape[0] < 2: example = example.expand(2, *example.shape[1:]).contiguous()
-    if dynamic_hw and min(example.shape[-2:]) <= model.stride: raise ValueError(
-        f"example of size {tuple(example.shape[-2:])}: a dynamic-size export needs H and W > stride ({model.stride})")
+    if dynamic_hw and min(example.shape[-2:]) < _min_hw(model): raise ValueError(
+        f"example of size {tuple(example.shape[-2:])}: a dynamic-size export of this model needs H and W >= {_min_hw(model)} "
+        f"(its stride is {model.stride})")
     return example
 
 # %% ../nbs/20_export.ipynb #f20e649e

@@ -15,8 +15,9 @@ from .layers import *
 from .encoders import *
 
 # %% auto #0
-__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'UnetBlock', 'decoder_widths', 'DynamicUnet',
-           'fastai_layout', 'load_fastai_state_dict', 'unet_config', 'preset_options', 'create_unet_model']
+__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'fit_to', 'UnetBlock', 'decoder_widths', 'fit_pad',
+           'DynamicUnet', 'fastai_layout', 'load_fastai_state_dict', 'unet_config', 'preset_options',
+           'create_unet_model']
 
 # %% ../../nbs/02_unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
@@ -42,13 +43,21 @@ def pow2_floor(n: int) -> int:
     "The largest power of two <= `n`."
     return 1 << (int(n).bit_length() - 1)
 
+def fit_to(x, h: int, w: int, pad: int = 0, gather: bool = False):
+    "`x` cut to `h`×`w` at the bottom and right, after repeating its last row and column `pad` times."
+    if pad: x = F.pad(x, [0, pad, 0, pad], mode='replicate')
+    if gather:   # a copy, but no guard on sizes for `torch.export` (a slice makes it prove h <= x's height)
+        x = x.index_select(x.dim()-2, torch.arange(h, device=x.device))
+        return x.index_select(x.dim()-1, torch.arange(w, device=x.device))
+    return x[..., :h, :w]
+
 class UnetBlock(nn.Module):
     "A U-Net decoder block: `PixelShuffle_ICNR` upsampling, BatchNorm on the skip, concat, two convs."
     def __init__(self, up_in_c, x_in_c, final_div=True, blur=False, act_cls=nn.ReLU, self_attention=False,
-                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, nf=None, **kwargs):
+                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, nf=None, skip_bn=True, **kwargs):
         super().__init__()
         self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c//2, blur=blur, act_cls=act_cls, norm_type=norm_type)
-        self.bn = BatchNorm(x_in_c)
+        self.bn = BatchNorm(x_in_c) if skip_bn else nn.Identity()   # `skip_bn=False`: the skip as the encoder gives it
         ni = up_in_c//2 + x_in_c
         nf, width = (ni if final_div else ni//2), nf
         if pow2: nf = pow2_floor(nf)                   # `decoder_channels='pow2'`: 384 -> 256, 96 -> 64
@@ -58,12 +67,13 @@ class UnetBlock(nn.Module):
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)
         self.relu = act_cls()
         self.nf = nf
+        self.pad_up, self.interp, self.gather = 0, False, False   # how the upsampled map is fitted to the skip (see `DynamicUnet`)
         apply_init(nn.Sequential(self.conv1, self.conv2), init)
 
     def forward(self, up_in, s):
         up_out = self.shuf(up_in)
-        if s.shape[-2:] != up_out.shape[-2:]:
-            up_out = F.interpolate(up_out, s.shape[-2:], mode='nearest')
+        if self.interp: up_out = F.interpolate(up_out, s.shape[-2:], mode='nearest')
+        else: up_out = fit_to(up_out, s.shape[-2], s.shape[-1], self.pad_up, self.gather)
         cat_x = self.relu(torch.cat([up_out, self.bn(s)], dim=1))
         return self.conv2(self.conv1(cat_x))
 
@@ -87,12 +97,25 @@ def decoder_widths(decoder_channels, n_blocks):
     raise ValueError(f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths), 'pow2' (rounded down "
                      f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net) or a list of {n_blocks} widths")
 
+@torch.no_grad()
+def fit_pad(layers, n_in, factor, k=8):
+    "Rows an upsampling ×`factor` of `layers`' output may lack against `layers`' input (0 if `layers` round sizes up)."
+    p = next(layers.parameters(), None)
+    was_training = layers.training
+    layers.eval()
+    res = 0
+    for n in range(factor*k + 1, factor*(k+1) + 1):      # every residue mod `factor`
+        t = torch.zeros(1, n_in, n, n) if p is None else p.new_zeros(1, n_in, n, n)
+        res = max(res, n - factor*layers(t).shape[-2])
+    layers.train(was_training)
+    return res
+
 class DynamicUnet(nn.Module):
     "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size (times `upscale`)."
     def __init__(self, encoder, n_out, img_size, blur=False, blur_final=True, self_attention=False, y_range=None,
                  last_cross=True, bottle=False, act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None,
-                 pad_mode='reflect', upscale=1, residual=False, decoder_channels='fastai', middle='fastai',
-                 head='fastai', **kwargs):
+                 pad_mode=None, upscale=1, residual=False, decoder_channels='fastai', middle='fastai',
+                 head='fastai', skip_bn=True, **kwargs):
         super().__init__()
         if not isinstance(encoder, nn.Sequential): raise TypeError(
             f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
@@ -103,6 +126,9 @@ class DynamicUnet(nn.Module):
         self.upscale = int(upscale)
         if middle not in ('fastai', 'slim'): raise ValueError(
             f"middle={middle!r}: expected 'fastai' (ni -> 2ni -> ni) or 'slim' (one conv ni -> ni)")
+        if pad_mode not in (None, 'reflect', 'replicate', 'circular'): raise ValueError(
+            f"pad_mode={pad_mode!r}: expected None (no padding: upsampled maps are cut to the skips), 'reflect', "
+            f"'replicate' or 'circular' (the input is padded to a multiple of the encoder's stride)")
         if head not in ('fastai', 'light'): raise ValueError(
             f"head={head!r}: expected 'fastai' (last cross at the decoder's width) or 'light' (at half of it, at least 16)")
         self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
@@ -115,6 +141,7 @@ class DynamicUnet(nn.Module):
         ni = sizes[-1][1]
         self.bn = BatchNorm(ni)
         self.relu = nn.ReLU()
+        ends = sorted(self.sz_idxs) + [len(encoder)-1]   # the last child of each level of the encoder
         if middle == 'fastai':
             self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),
                                              ConvLayer(ni*2, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
@@ -125,7 +152,11 @@ class DynamicUnet(nn.Module):
             not_final = i != len(idxs)-1
             blk = UnetBlock(ni, int(sizes[idx][1]), final_div=not_final, blur=blur and (not_final or blur_final),
                             self_attention=self_attention and (i == len(idxs)-3), act_cls=act_cls, init=init,
-                            norm_type=norm_type, pow2=pow2, nf=widths[i], **kwargs)
+                            norm_type=norm_type, pow2=pow2, nf=widths[i], skip_bn=skip_bn, **kwargs)
+            nxt = ends[ends.index(idx)+1]                 # the level below the skip, which `blk` upsamples ×2
+            f = round(sizes[idx][-2] / sizes[nxt][-2])
+            if f != 2: blk.interp = True                  # an encoder level that is not ×2: resize as fastai does
+            elif pad_mode is None: blk.pad_up = fit_pad(encoder[idx+1:nxt+1], int(sizes[idx][1]), 2)
             blocks.append(blk)
             ni = blk.nf
         self.blocks = nn.ModuleList(blocks)
@@ -138,6 +169,8 @@ class DynamicUnet(nn.Module):
         ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
         ni = nh if ups else ni
         self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
+        self.pad_final = fit_pad(encoder[:idxs[-1]+1], self.n_in, 2**n_up) if pad_mode is None and n_up else 0
+        self.gather = False       # `fit_to` by `index_select` rather than slicing: set for `torch.export` (see `export`)
         self.last_cross = last_cross
         if last_cross:
             ni += self.n_in
@@ -160,11 +193,13 @@ class DynamicUnet(nn.Module):
             _shrink_conv(self.final_conv[0])
 
     def pad(self, x):
-        "Mirror-pad `x` (centred) so its height and width are multiples of the encoder's stride."
+        "Pad `x` (centred, with `pad_mode`) so its height and width are multiples of the encoder's stride; `x` itself if `pad_mode` is None."
+        pm = self.pad_mode
+        if pm is None: return x
         h, w = x.shape[-2], x.shape[-1]
         ph, pw = (-h) % self.stride, (-w) % self.stride
         if ph == 0 and pw == 0: return x
-        mode = self.pad_mode if (ph < h and pw < w) else 'replicate'
+        mode = pm if (ph < h and pw < w) else 'replicate'
         return F.pad(x, [pw//2, pw - pw//2, ph//2, ph - ph//2], mode=mode)
 
     def forward(self, x):
@@ -180,7 +215,7 @@ class DynamicUnet(nn.Module):
         for i, blk in enumerate(self.blocks):
             y = blk(y, skips[n-1-i])
         y = self.shuf(y)
-        if y.shape[-2:] != x.shape[-2:]: y = F.interpolate(y, x.shape[-2:], mode='nearest')
+        y = fit_to(y, x.shape[-2], x.shape[-1], self.pad_final, self.gather)
         if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
         y = self.head_act(self.final_conv(self.upsample(y)))
         k = self.upscale
@@ -239,7 +274,7 @@ def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
 
 unet_presets = {
     'fastai': {},                                     # fastai's DynamicUnet, exactly
-    'fast': dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light'),
+    'fast': dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light', skip_bn=False),
 }
 
 def preset_options(preset, **kwargs) -> dict:

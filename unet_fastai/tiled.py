@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
+from .export import fuse_bn
 
 # %% auto #0
 __all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'flip_tta', 'predict_tiled']
@@ -139,6 +140,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
                   normalize=None, # (mean, std) per channel; a `Learner`'s own `Normalize` is used by default
                   align=None, # keep windows on multiples of this many pixels; default `model.stride` if it has one
                   channels_last=True, # give the model channels-last windows (faster convolutions on CPU and on GPU)
+                  fuse=True, # predict with a copy of the model whose BatchNorms are folded into the convs before them
                  ) -> torch.Tensor:
     "Predict `img` of any size by overlapping windows, mirrored borders and blended seams; memory bounded by `bs` windows."
     th, tw = (int(tile[0]), int(tile[1])) if isinstance(tile, (tuple, list)) else (int(tile), int(tile))
@@ -157,6 +159,9 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     x = to_chw(img)
     C, H, W = x.shape
     if H == 0 or W == 0: raise ValueError(f"img: empty image ({H}×{W})")
+    if fuse and isinstance(model, nn.Module):
+        model = fuse_bn(model)                 # an eval-mode copy: the caller's model and its train/eval mode stay as they are
+        if channels_last: model = model.to(memory_format=torch.channels_last)
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     device = p.device if p is not None else torch.device('cpu')
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -259,8 +264,9 @@ try:
 
     @patch
     def predict_tiled(self: Learner, img, tile=512, overlap=0.25, blend='gaussian', pad_mode='reflect', bs=4,
-                      tta=False, progress=True, out='probs', normalize=None, align=None):
+                      tta=False, progress=True, out='probs', normalize=None, align=None, channels_last=True, fuse=True):
         "`predict_tiled` with this learner's model and its `dls.after_batch` normalisation."
         return predict_tiled(self, img, tile=tile, overlap=overlap, blend=blend, pad_mode=pad_mode, bs=bs, tta=tta,
-                             progress=progress, out=out, normalize=normalize, align=align)   # `@patch` keeps the global
+                             progress=progress, out=out, normalize=normalize, align=align, channels_last=channels_last,
+                             fuse=fuse)   # `@patch` keeps the global
 except ImportError: pass

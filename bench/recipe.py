@@ -30,6 +30,7 @@ ROWS = {
     'middle_slim': dict(middle='slim'),                  # one ni -> ni middle conv instead of ni -> 2ni -> ni
     'bottle':      dict(bottle=True),                    # the last-cross ResBlock at half width
     'head_light':  dict(head='light'),                   # full resolution at half the width
+    'no_skip_bn':  dict(skip_bn=False),                  # the skips unnormalised (fastai: BatchNorm, then ReLU)
     'preset_fast': dict(preset='fast'),                  # the preset
     'smp':         None,
 }
@@ -50,7 +51,8 @@ def gmac_per_img(model, size):
     from torch.utils.flop_counter import FlopCounterMode
     fc = FlopCounterMode(display=False)
     model.eval()
-    with fc, torch.no_grad(): model(torch.zeros(1, 3, *size))
+    dev = next(model.parameters()).device
+    with fc, torch.no_grad(): model(torch.zeros(1, 3, *size, device=dev))
     return fc.get_total_flops() / 2 / 1e9
 
 
@@ -135,12 +137,14 @@ def main(argv=None):
     from unet_fastai.learner import cpu_has_bf16
     from unet_fastai.synth import make_synth_camvid
     import fastai
-    precision = a.precision if a.precision != 'auto' else ('bf16' if cpu_has_bf16() else 'fp32')
+    gpu = torch.cuda.is_available()                  # fastai's DataLoaders and Learner then run there
+    precision = a.precision if a.precision != 'auto' else ('bf16' if gpu or cpu_has_bf16() else 'fp32')
     path = Path(a.data or Path(tempfile.gettempdir())/f'unet_fastai_recipe_{a.n_train}_{a.n_valid}_{a.size[0]}x{a.size[1]}')
     make_synth_camvid(path, n_train=a.n_train, n_valid=a.n_valid, size=tuple(a.size), seed=a.seed)
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                machine=f'{_cpu_name()}, {os.cpu_count()} cores',
-               threads=torch.get_num_threads(), precision=precision, device='cpu', channels_last=True,
+               threads=torch.get_num_threads(), precision=precision,
+               device=torch.cuda.get_device_name() if gpu else 'cpu', channels_last=True,
                epochs=a.epochs, n_train=a.n_train, n_valid=a.n_valid, size=a.size, bs=a.bs, lr=a.lr, seed=a.seed,
                arch='resnet34', pretrained=False, schedule='fit_one_cycle', quick=a.quick,
                torch=torch.__version__, fastai=fastai.__version__, rows={}, skipped={})

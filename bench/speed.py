@@ -9,11 +9,16 @@ Methods (all from scratch weights, 12 classes):
   default (float32, contiguous NCHW; `Learner.get_preds` predicts under `torch.no_grad`);
 - `unet_fastai`: `unet_fastai.models.create_unet_model('resnet34', 12, size)`, as `unet_learner` trains it by default
   (float32, channels-last through fastai's `ChannelsLast` callback) and as `predict_tiled`/the CLI predict
-  (channels-last under `torch.inference_mode`);
+  (a copy with BatchNorm folded into the convs, `fuse_bn`, channels-last, under `torch.inference_mode`);
 - `unet_fastai_bf16`: the same with bfloat16 autocast (`AutocastBF16`, what `unet-fastai train` uses on a CPU with
   native bf16), reported separately: it changes the arithmetic;
 - `smp`: `segmentation_models_pytorch.Unet('resnet34', encoder_weights=None, classes=12)` (if installed), fed the
   input padded to a multiple of 32 as it requires.
+
+On a GPU (`--device cuda`, batch 8 by default there) the methods are the same models in float32 (cuDNN's default
+TF32 convolutions, as fastai trains by default), with bfloat16 autocast (`_bf16`), and with float16 autocast and a
+`GradScaler` (`_fp16`, what fastai's `to_fp16` does); peak memory is `torch.cuda.max_memory_allocated` over a
+training step, and steps are timed with a synchronize before reading the clock.
 
 A training step is forward, cross-entropy, backward and an Adam step. After `--warmup` steps of each method the
 methods take turns, one step at a time, for `--steps` rounds: a background load slows all of them alike. Peak RSS is
@@ -24,21 +29,32 @@ warnings.filterwarnings('ignore')
 import torch, torch.nn as nn, torch.nn.functional as F
 
 METHODS = ('fastai', 'unet_fastai', 'unet_fastai_bf16', 'smp')
+GPU_METHODS = ('fastai', 'fastai_bf16', 'fastai_fp16', 'unet_fastai', 'unet_fastai_bf16', 'unet_fastai_fp16',
+               'smp', 'smp_bf16')
+
+
+def split_method(method):
+    "'unet_fastai_bf16' -> ('unet_fastai', 'bf16'); 'fastai' -> ('fastai', 'fp32')."
+    for p in ('bf16', 'fp16'):
+        if method.endswith('_' + p): return method[:-len(p)-1], p
+    return method, 'fp32'
 
 
 def build(method, size, n_out=12):
     torch.manual_seed(0)
+    method, prec = split_method(method)
+    o = dict(prec=prec)
     if method == 'fastai':
         from fastai.vision.learner import create_unet_model
         from torchvision.models import resnet34
-        return create_unet_model(resnet34, n_out, size, pretrained=False), {}
+        return create_unet_model(resnet34, n_out, size, pretrained=False), o
     if method.startswith('unet_fastai'):
         from unet_fastai.models import create_unet_model
         m = create_unet_model('resnet34', n_out, size, pretrained=False).to(memory_format=torch.channels_last)
-        return m, dict(cl=True, bf16=method.endswith('bf16'))
+        return m, dict(o, cl=True)
     if method == 'smp':
         import segmentation_models_pytorch as smp
-        return smp.Unet('resnet34', encoder_weights=None, classes=n_out), dict(pad32=True)
+        return smp.Unet('resnet34', encoder_weights=None, classes=n_out), dict(o, pad32=True)
     raise ValueError(method)
 
 
@@ -58,33 +74,54 @@ def crop(y, h, w):
 class Runner:
     def __init__(self, method, a):
         self.method, self.a = method, a
+        self.dev = torch.device(a.device)
         self.model, self.o = build(method, tuple(a.size))
+        self.model.to(self.dev)
         self.opt = torch.optim.Adam(self.model.parameters(), 1e-3)
         g = torch.Generator().manual_seed(0)
-        self.x = torch.rand(a.bs, 3, *a.size, generator=g)
-        self.y = torch.randint(0, 12, (a.bs, *a.size), generator=g)
+        self.x = torch.rand(a.bs, 3, *a.size, generator=g).to(self.dev)
+        self.y = torch.randint(0, 12, (a.bs, *a.size), generator=g).to(self.dev)
+        prec = self.o['prec']
+        self.amp = dict(device_type=self.dev.type, enabled=prec != 'fp32',
+                        dtype=torch.float16 if prec == 'fp16' else torch.bfloat16)
+        self.scaler = torch.amp.GradScaler(self.dev.type) if prec == 'fp16' else None
+
+    def sync(self):
+        if self.dev.type == 'cuda': torch.cuda.synchronize(self.dev)
 
     def train_step(self):
         m = self.model.train()
-        t = time.perf_counter()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=self.o.get('bf16', False)):
+        self.sync(); t = time.perf_counter()
+        with torch.autocast(**self.amp):
             out = crop(m(prep(self.x, self.o)), *self.a.size)
         loss = F.cross_entropy(out.float(), self.y)
-        loss.backward(); self.opt.step(); self.opt.zero_grad()
+        if self.scaler is None: loss.backward(); self.opt.step()
+        else: self.scaler.scale(loss).backward(); self.scaler.step(self.opt); self.scaler.update()
+        self.opt.zero_grad()
+        self.sync()
         return time.perf_counter() - t
 
+    def infer_model(self):
+        "What predicts: `predict_tiled`'s BatchNorm-folded copy for unet_fastai (made after training), else the model."
+        if split_method(self.method)[0] != 'unet_fastai': return self.model.eval()
+        if getattr(self, '_fused', None) is None:
+            from unet_fastai.export import fuse_bn
+            self._fused = fuse_bn(self.model).to(memory_format=torch.channels_last)
+        return self._fused
+
     def infer_step(self):
-        m = self.model.eval()
-        ctx = torch.no_grad() if self.method == 'fastai' else torch.inference_mode()
-        t = time.perf_counter()
-        with ctx, torch.autocast('cpu', dtype=torch.bfloat16, enabled=self.o.get('bf16', False)):
+        m = self.infer_model()
+        ctx = torch.no_grad() if split_method(self.method)[0] == 'fastai' else torch.inference_mode()
+        self.sync(); t = time.perf_counter()
+        with ctx, torch.autocast(**self.amp):
             out = crop(m(prep(self.x, self.o)), *self.a.size).float().softmax(1)
+        self.sync()
         return time.perf_counter() - t
 
     def gmac(self):
         from torch.utils.flop_counter import FlopCounterMode
         fc = FlopCounterMode(display=False)
-        with fc, torch.no_grad(): self.model.eval()(prep(self.x[:1], self.o))
+        with fc, torch.no_grad(): self.model.eval()(prep(self.x[:1], self.o).float())
         return fc.get_total_flops()/2/1e9
 
 
@@ -98,26 +135,37 @@ def peak_rss_mb():
 def rss_worker(a):
     r = Runner(a.worker, a)
     for _ in range(a.warmup + 2): r.train_step()
-    print(json.dumps(dict(peak_rss_mb=peak_rss_mb())))
+    res = dict(peak_rss_mb=peak_rss_mb())
+    if r.dev.type == 'cuda': res['peak_gpu_mb'] = round(torch.cuda.max_memory_allocated(r.dev)/2**20)
+    print(json.dumps(res))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--size', type=int, nargs=2, default=[360, 480])
-    ap.add_argument('--bs', type=int, default=4)
+    ap.add_argument('--bs', type=int, default=None, help='batch size (default: 4 on the CPU, 8 on a GPU)')
+    ap.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
     ap.add_argument('--steps', type=int, default=3)
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: the default)')
-    ap.add_argument('--methods', default=','.join(METHODS))
+    ap.add_argument('--methods', default=None, help='comma-separated (default: ' + ','.join(METHODS) + ' on the CPU, '
+                    + ','.join(GPU_METHODS) + ' on a GPU)')
     ap.add_argument('--no-rss', dest='rss', action='store_false')
     ap.add_argument('--worker', help=argparse.SUPPRESS)
     a = ap.parse_args()
+    gpu = a.device.startswith('cuda')
+    if gpu and not torch.cuda.is_available(): ap.error(f"--device {a.device}: torch sees no CUDA GPU")
+    if a.bs is None: a.bs = 8 if gpu else 4
+    if a.methods is None: a.methods = ','.join(GPU_METHODS if gpu else METHODS)
     if a.threads: torch.set_num_threads(a.threads)
     if a.worker: return rss_worker(a)
     import importlib.util
-    methods = [m for m in a.methods.split(',') if m != 'smp' or importlib.util.find_spec('segmentation_models_pytorch')]
+    methods = [m for m in a.methods.split(',')
+               if not m.startswith('smp') or importlib.util.find_spec('segmentation_models_pytorch')]
     out = dict(size=a.size, bs=a.bs, steps=a.steps, warmup=a.warmup, threads=torch.get_num_threads(),
-               cpu_count=os.cpu_count(), torch=torch.__version__, results={})
+               cpu_count=os.cpu_count(), torch=torch.__version__, device=a.device, results={})
+    if gpu: out.update(gpu=torch.cuda.get_device_name(), cudnn_tf32=torch.backends.cudnn.allow_tf32,
+                       cudnn_benchmark=torch.backends.cudnn.benchmark)
     runners = {m: Runner(m, a) for m in methods}
     for m, r in runners.items():
         out['results'][m] = dict(params=sum(p.numel() for p in r.model.parameters()), gmac_per_img=round(r.gmac(), 2))
@@ -137,18 +185,22 @@ def main():
     if a.rss:
         for m in methods:
             cmd = [sys.executable, __file__, '--worker', m, '--size', *map(str, a.size), '--bs', str(a.bs),
-                   '--warmup', str(a.warmup), '--threads', str(a.threads)]
+                   '--warmup', str(a.warmup), '--threads', str(a.threads), '--device', a.device]
             r = subprocess.run(cmd, capture_output=True, text=True)
-            out['results'][m]['train_peak_rss_mb'] = (json.loads(r.stdout.strip().splitlines()[-1])['peak_rss_mb']
-                                                      if r.returncode == 0 else f'failed: {r.stderr.strip()[-300:]}')
+            if r.returncode: out['results'][m]['train_peak_rss_mb'] = f'failed: {r.stderr.strip()[-300:]}'; continue
+            peaks = json.loads(r.stdout.strip().splitlines()[-1])
+            if gpu: out['results'][m]['train_peak_gpu_mb'] = peaks['peak_gpu_mb']
+            else: out['results'][m]['train_peak_rss_mb'] = peaks['peak_rss_mb']
     r = out['results']
-    if 'fastai' in r:
-        for m in methods:
-            if m == 'fastai': continue
-            out[f'{m}_vs_fastai'] = dict(train=round(r[m]['train_img_s']/r['fastai']['train_img_s'], 3),
-                                         infer=round(r[m]['infer_img_s']/r['fastai']['infer_img_s'], 3))
-            if isinstance(r[m].get('train_peak_rss_mb'), int) and isinstance(r['fastai'].get('train_peak_rss_mb'), int):
-                out[f'{m}_vs_fastai']['peak_rss'] = round(r[m]['train_peak_rss_mb']/r['fastai']['train_peak_rss_mb'], 3)
+    mem = 'train_peak_gpu_mb' if gpu else 'train_peak_rss_mb'
+    for m in methods:                    # each against fastai at the same precision (float32 if fastai has no such row)
+        name, prec = split_method(m)
+        base = f'fastai_{prec}' if f'fastai_{prec}' in r else 'fastai'
+        if name == 'fastai' or base not in r: continue
+        cmp = out[f'{m}_vs_{base}'] = dict(train=round(r[m]['train_img_s']/r[base]['train_img_s'], 3),
+                                          infer=round(r[m]['infer_img_s']/r[base]['infer_img_s'], 3))
+        if isinstance(r[m].get(mem), int) and isinstance(r[base].get(mem), int):
+            cmp['peak_gpu_mem' if gpu else 'peak_rss'] = round(r[m][mem]/r[base][mem], 3)
     print(json.dumps(out, indent=1))
 
 

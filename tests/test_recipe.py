@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ['default', 'norm_batch', 'pow2', 'narrow', 'middle_slim', 'bottle', 'head_light', 'preset_fast', 'smp']
+ROWS = ['default', 'norm_batch', 'pow2', 'narrow', 'middle_slim', 'bottle', 'head_light', 'no_skip_bn', 'preset_fast', 'smp']
 COLS = ['miou', 'pixel_accuracy', 'train_s', 'gmac_per_img', 'params']
 
 
@@ -38,6 +38,32 @@ def test_recipe_rows_differ(quick):
     rows = quick['rows']
     assert rows['default']['params'] == 41_222_168
     assert rows['preset_fast']['gmac_per_img'] < rows['default']['gmac_per_img'] / 3
-    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light')
+    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light',
+                                                 skip_bn=False)
     for r in ROWS[1:-2]: assert (rows[r]['params'], rows[r]['gmac_per_img']) != (rows['default']['params'], rows['default']['gmac_per_img'])
     if 'smp' in rows: assert 'preset_vs_smp' in quick
+
+
+def test_preset_search_summary(tmp_path):
+    "`bench/preset_search.py --summary`: mean mIoU, mean difference to smp over the seeds both ran, and seeds at or above smp."
+    sys.path.insert(0, str(ROOT/'bench')); import preset_search
+    runs = [('smp', 0, .40), ('smp', 1, .50), ('preset', 0, .45), ('preset', 1, .48), ('w48', 0, .30)]
+    f = tmp_path/'runs.jsonl'
+    f.write_text(''.join(json.dumps(dict(variant=v, seed=s, miou=m, gmac_per_img=1.)) + '\n' for v, s, m in runs))
+    res = preset_search.summary(f)
+    assert list(res) == ['preset', 'smp', 'w48']                       # by mean mIoU
+    assert res['preset']['mean_miou'] == 0.465 and res['preset']['mean_diff_vs_smp'] == 0.015
+    assert res['preset']['seeds_at_or_above_smp'] == 1 and res['w48']['mean_diff_vs_smp'] == -0.1
+
+
+def test_preset_search_variants_build():
+    "Every variant's options build a model (on the meta device), and its post-construction change applies."
+    import torch
+    sys.path.insert(0, str(ROOT/'bench')); import preset_search
+    from unet_fastai.models import create_unet_model
+    for name, (opts, fix) in preset_search.VARIANTS.items():
+        if opts is None: continue
+        with torch.device('meta'):
+            m = create_unet_model('resnet18', 12, (64, 96), pretrained=False, **opts)
+            if fix is not None: fix(m)
+            assert m(torch.empty(1, 3, 64, 96)).shape == (1, 12, 64, 96), name

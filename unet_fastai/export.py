@@ -21,8 +21,8 @@ from .models import (DynamicUnet, create_unet_model, create_unetpp_model, load_f
                                 encoder_meta)
 
 # %% auto #0
-__all__ = ['strip_parametrizations', 'fuse_bn', 'prepare_for_export', 'ExportableUnet', 'export_torchscript', 'export_program',
-           'export_onnx', 'save_model', 'load_model', 'load_fastai_weights']
+__all__ = ['strip_parametrizations', 'foldable_bn', 'fuse_bn', 'prepare_for_export', 'ExportableUnet', 'export_torchscript',
+           'export_program', 'export_onnx', 'save_model', 'load_model', 'load_fastai_weights']
 
 # %% ../nbs/20_export.ipynb #4ae82bf4
 def strip_parametrizations(model: nn.Module) -> nn.Module:
@@ -41,19 +41,26 @@ def _can_fuse(conv, bn):
     return (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and not parametrize.is_parametrized(conv)
             and bn.track_running_stats and bn.num_features == conv.out_channels)
 
-def fuse_bn(model: nn.Module) -> nn.Module:
-    "An eval-mode copy of `model` with each BatchNorm that directly follows a conv folded into that conv."
-    model = copy.deepcopy(model).eval()
-    for m in list(model.modules()):
+def _fold_sites(model):
+    "Each `(parent, conv_name, bn_name)` of `model` where a BatchNorm directly follows a conv it can be folded into."
+    for m in model.modules():
         if isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward:
             names = list(m._modules)
             for a, b in zip(names, names[1:]):
-                if _can_fuse(m._modules[a], m._modules[b]):
-                    m._modules[a], m._modules[b] = fuse_conv_bn_eval(m._modules[a], m._modules[b]), nn.Identity()
+                if _can_fuse(m._modules[a], m._modules[b]): yield m, a, b
         elif isinstance(m, (BasicBlock, Bottleneck)):
             for i in (1, 2, 3):
-                c, bn = getattr(m, f'conv{i}', None), getattr(m, f'bn{i}', None)
-                if _can_fuse(c, bn): setattr(m, f'conv{i}', fuse_conv_bn_eval(c, bn)); setattr(m, f'bn{i}', nn.Identity())
+                if _can_fuse(getattr(m, f'conv{i}', None), getattr(m, f'bn{i}', None)): yield m, f'conv{i}', f'bn{i}'
+
+def foldable_bn(model: nn.Module) -> int:
+    "How many BatchNorms of `model` `fuse_bn` would fold into convs."
+    return sum(1 for _ in _fold_sites(model))
+
+def fuse_bn(model: nn.Module) -> nn.Module:
+    "An eval-mode copy of `model` with each BatchNorm that directly follows a conv folded into that conv."
+    model = copy.deepcopy(model).eval()
+    for m, c, bn in list(_fold_sites(model)):
+        setattr(m, c, fuse_conv_bn_eval(getattr(m, c), getattr(m, bn))); setattr(m, bn, nn.Identity())
     return model
 
 # %% ../nbs/20_export.ipynb #127cb987

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
-from .export import fuse_bn
+from .export import fuse_bn, foldable_bn
 
 # %% auto #0
 __all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'flip_tta', 'predict_tiled']
@@ -159,7 +159,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     x = to_chw(img)
     C, H, W = x.shape
     if H == 0 or W == 0: raise ValueError(f"img: empty image ({H}×{W})")
-    if fuse and isinstance(model, nn.Module):
+    if fuse and isinstance(model, nn.Module) and foldable_bn(model):
         model = fuse_bn(model)                 # an eval-mode copy: the caller's model and its train/eval mode stay as they are
         if channels_last: model = model.to(memory_format=torch.channels_last)
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None

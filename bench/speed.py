@@ -1,7 +1,7 @@
 """Training and inference speed of the resnet34 U-Net on the CPU: unet_fastai against fastai 2.8's own DynamicUnet
 (the same architecture) and segmentation_models_pytorch's `Unet('resnet34')`, measured side by side in one process.
 
-    python bench/speed.py                      # 360×480, batch 4, 12 classes, 3 timed steps per method
+    python bench/speed.py                      # 360×480, batch 4, 12 classes, 5 timed steps per method
     python bench/speed.py --size 96 128 --steps 2 --warmup 1   # a quick run
 
 Methods (all from scratch weights, 12 classes):
@@ -145,7 +145,7 @@ def main():
     ap.add_argument('--size', type=int, nargs=2, default=[360, 480])
     ap.add_argument('--bs', type=int, default=None, help='batch size (default: 4 on the CPU, 8 on a GPU)')
     ap.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
-    ap.add_argument('--steps', type=int, default=3)
+    ap.add_argument('--steps', type=int, default=5)
     ap.add_argument('--warmup', type=int, default=1)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: the default)')
     ap.add_argument('--methods', default=None, help='comma-separated (default: ' + ','.join(METHODS) + ' on the CPU, '

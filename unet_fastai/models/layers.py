@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm, spectral_norm
 
 # %% auto #0
-__all__ = ['NormType', 'norm_name', 'BatchNorm', 'InstanceNorm', 'ConvLayer', 'icnr_init', 'PixelShuffle_ICNR', 'SelfAttention',
-           'ResBlock', 'SigmoidRange', 'Hooks', 'hook_outputs', 'in_channels', 'model_sizes']
+__all__ = ['NormType', 'norm_name', 'BatchNorm', 'InstanceNorm', 'act_layer', 'ConvLayer', 'icnr_init', 'PixelShuffle_ICNR',
+           'SelfAttention', 'ResBlock', 'SigmoidRange', 'Hooks', 'hook_outputs', 'in_channels', 'model_sizes']
 
 # %% ../../nbs/00_layers.ipynb #84c62e45
 class NormType(enum.Enum):
@@ -50,6 +50,11 @@ def InstanceNorm(nf, ndim=2, norm_type=NormType.Instance, affine=True, **kwargs)
 # %% ../../nbs/00_layers.ipynb #a07d13c6
 _relu_family = (nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 
+def act_layer(act_cls):
+    "`act_cls()` (`None` for `None`), with `nn.ReLU` in place: the same values, one tensor less to allocate."
+    if act_cls is None: return None
+    return act_cls(inplace=True) if act_cls is nn.ReLU else act_cls()
+
 def _init_conv(conv, act, init='auto', bias_std=0.01):
     if conv.bias is not None and bias_std is not None:
         with torch.no_grad():
@@ -68,7 +73,7 @@ class ConvLayer(nn.Sequential):
         if bias is None: bias = not (bn or inn)
         conv_cls = getattr(nn, f'Conv{"Transpose" if transpose else ""}{ndim}d')
         conv = conv_cls(ni, nf, kernel_size=ks, bias=bias, stride=stride, padding=padding, **kwargs)
-        act = None if act_cls is None else act_cls()
+        act = act_layer(act_cls)
         _init_conv(conv, act, init=init, bias_std=bias_std)
         if   nt == 'Weight':   conv = weight_norm(conv)
         elif nt == 'Spectral': conv = spectral_norm(conv)
@@ -143,9 +148,12 @@ class ResBlock(nn.Module):
         if ni != nf: idpath.append(ConvLayer(ni, nf, 1, act_cls=None, ndim=ndim, **kwargs))
         if stride != 1: idpath.insert(0, getattr(nn, f"AvgPool{ndim}d")(stride, ceil_mode=True))
         self.idpath = nn.Sequential(*idpath)
-        self.act = act_cls(inplace=True) if act_cls is nn.ReLU else act_cls()
+        self.act = act_layer(act_cls)
 
-    def forward(self, x): return self.act(self.convpath(x) + self.idpath(x))
+    def forward(self, x):
+        y, r = self.convpath(x), self.idpath(x)
+        # the sum in place: `y` is a conv's or a norm's fresh output, which their backward passes do not need
+        return self.act(y.add_(r) if y.dtype == r.dtype else y + r)
 
 # %% ../../nbs/00_layers.ipynb #a19a8e7f
 class SigmoidRange(nn.Module):

@@ -65,7 +65,7 @@ class UnetBlock(nn.Module):
         self.conv1 = ConvLayer(ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
         self.conv2 = ConvLayer(nf, nf, act_cls=act_cls, norm_type=norm_type,
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)
-        self.relu = act_cls()
+        self.relu = act_layer(act_cls)
         self.nf = nf
         self.pad_up, self.interp, self.gather = 0, False, False   # how the upsampled map is fitted to the skip (see `DynamicUnet`)
         apply_init(nn.Sequential(self.conv1, self.conv2), init)
@@ -140,7 +140,7 @@ class DynamicUnet(nn.Module):
 
         ni = sizes[-1][1]
         self.bn = BatchNorm(ni)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         ends = sorted(self.sz_idxs) + [len(encoder)-1]   # the last child of each level of the encoder
         if middle == 'fastai':
             self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),

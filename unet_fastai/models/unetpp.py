@@ -31,7 +31,7 @@ class NestedBlock(nn.Module):
         super().__init__()
         self.i, self.j, self.nf = int(i), int(j), int(nf)
         self.shuf = PixelShuffle_ICNR(up_in_c, nf, blur=blur, act_cls=act_cls, norm_type=norm_type)
-        self.relu = act_cls()
+        self.relu = act_layer(act_cls)
         self.conv1 = ConvLayer(skip_c + nf, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
         self.conv2 = ConvLayer(nf, nf, act_cls=act_cls, norm_type=norm_type,
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)

@@ -30,12 +30,15 @@ def no_cat_relu(m):
 
 def no_mid_bn(m): m.bn = nn.Identity()
 
-F = dict(preset='fast')                       # the preset: narrow, slim middle, light head, BatchNorm, no skip BatchNorm
-O = dict(preset='fast', skip_bn=True)         # the preset as first built, with fastai's BatchNorm on the skips
+def no_middle(m): m.middle_conv = nn.Identity()
+
+F = dict(preset='fast', decoder_channels='narrow', middle='slim')   # the preset of rounds 1-3: narrow, slim middle, light head, BatchNorm, no skip BatchNorm
+O = dict(F, skip_bn=True)                     # the preset as first built, with fastai's BatchNorm on the skips
 VARIANTS = {   # name -> (unet_learner options, change after construction); None: smp's U-Net
     'smp': (None, None),
     'default': ({}, None),
     'preset': (F, None),
+    'fast': (dict(preset='fast'), None),                                # `preset='fast'` as it is now (= t2)
     'old_preset': (O, None),
     # round 1: changes to the old preset, one at a time (3 seeds)
     'old_no_logit_bn': (O, _conv_head(1)),                        # final 1×1 conv without BatchNorm
@@ -55,6 +58,18 @@ VARIANTS = {   # name -> (unet_learner options, change after construction); None
     'w48': (dict(F, decoder_channels=[256, 128, 64, 48]), None),
     'w_mid': (dict(F, decoder_channels=[256, 128, 96, 32]), None),
     'w_wide': (dict(F, decoder_channels=[256, 128, 96, 64]), None),
+    # round 3 (CPU): wider last blocks, paid for by dropping the middle conv
+    'no_middle': (F, no_middle),
+    'w48_no_middle': (dict(F, decoder_channels=[256, 128, 64, 48]), no_middle),
+    'w64_no_middle': (dict(F, decoder_channels=[256, 128, 64, 64]), no_middle),
+    'w_wide_no_middle': (dict(F, decoder_channels=[256, 128, 96, 64]), no_middle),
+    'h24': (dict(F, head=24), None),                                  # the last cross wider only
+    'w48_h16': (dict(F, decoder_channels=[256, 128, 64, 48], head=16), None),   # the last block wider only
+    'w64_h16': (dict(F, decoder_channels=[256, 128, 64, 64], head=16), None),
+    'w48_h16_no_middle': (dict(F, decoder_channels=[256, 128, 64, 48], head=16), no_middle),
+    't1': (dict(F, middle='none', decoder_channels=[128, 96, 64, 48], head=16), None),   # tapered: narrower deep blocks
+    't2': (dict(F, middle='none', decoder_channels=[128, 96, 64, 48]), None),   # the preset now (`preset='fast'`)
+    't3': (dict(F, middle='none', decoder_channels=[128, 64, 64, 48], head=16), None),
 }
 
 

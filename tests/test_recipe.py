@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ['default', 'norm_batch', 'pow2', 'narrow', 'middle_slim', 'bottle', 'head_light', 'no_skip_bn', 'preset_fast', 'smp']
+ROWS = ['default', 'norm_batch', 'pow2', 'narrow', 'tapered', 'middle_slim', 'middle_none', 'bottle', 'head_light', 'no_skip_bn',
+        'preset_fast', 'smp']
 COLS = ['miou', 'pixel_accuracy', 'train_s', 'gmac_per_img', 'params']
 
 
@@ -38,7 +39,7 @@ def test_recipe_rows_differ(quick):
     rows = quick['rows']
     assert rows['default']['params'] == 41_222_168
     assert rows['preset_fast']['gmac_per_img'] < rows['default']['gmac_per_img'] / 3
-    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light',
+    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='tapered', middle='none', head='light',
                                                  skip_bn=False)
     for r in ROWS[1:-2]: assert (rows[r]['params'], rows[r]['gmac_per_img']) != (rows['default']['params'], rows['default']['gmac_per_img'])
     if 'smp' in rows: assert 'preset_vs_smp' in quick

@@ -90,12 +90,15 @@ def decoder_widths(decoder_channels, n_blocks):
     "`(pow2, widths)`: the `UnetBlock` output widths `decoder_channels` asks for (`None`: fastai's rule), deepest first."
     if decoder_channels in ('fastai', 'pow2'): return decoder_channels == 'pow2', [None]*n_blocks
     if decoder_channels == 'narrow': return False, [max(16, 256 >> i) for i in range(n_blocks)]
+    if decoder_channels == 'tapered':   # 48, 64, 96, 128, 192, ... from the finest block: about ×1.4 per level
+        return False, [(48 if k % 2 == 0 else 64) << (k//2) for k in reversed(range(n_blocks))]
     if isinstance(decoder_channels, (list, tuple)) and all(isinstance(o, int) and o > 0 for o in decoder_channels):
         if len(decoder_channels) != n_blocks: raise ValueError(
             f"decoder_channels={list(decoder_channels)}: expected {n_blocks} widths, one per decoder block")
         return False, list(decoder_channels)
     raise ValueError(f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths), 'pow2' (rounded down "
-                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net) or a list of {n_blocks} widths")
+                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net), 'tapered' (..., 96, 64, 48) or a "
+                     f"list of {n_blocks} widths")
 
 @torch.no_grad()
 def fit_pad(layers, n_in, factor, k=8):
@@ -124,13 +127,14 @@ class DynamicUnet(nn.Module):
         if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
             raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
         self.upscale = int(upscale)
-        if middle not in ('fastai', 'slim'): raise ValueError(
-            f"middle={middle!r}: expected 'fastai' (ni -> 2ni -> ni) or 'slim' (one conv ni -> ni)")
+        if middle not in ('fastai', 'slim', 'none'): raise ValueError(
+            f"middle={middle!r}: expected 'fastai' (ni -> 2ni -> ni), 'slim' (one conv ni -> ni) or 'none'")
         if pad_mode not in (None, 'reflect', 'replicate', 'circular'): raise ValueError(
             f"pad_mode={pad_mode!r}: expected None (no padding: upsampled maps are cut to the skips), 'reflect', "
             f"'replicate' or 'circular' (the input is padded to a multiple of the encoder's stride)")
-        if head not in ('fastai', 'light'): raise ValueError(
-            f"head={head!r}: expected 'fastai' (last cross at the decoder's width) or 'light' (at half of it, at least 16)")
+        if not (head in ('fastai', 'light') or (isinstance(head, int) and not isinstance(head, bool) and head > 0)):
+            raise ValueError(f"head={head!r}: expected 'fastai' (last cross at the decoder's width), 'light' (at half of "
+                             f"it, at least 16) or a width (an int > 0)")
         self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
         self.n_in = in_channels(encoder)
         sizes = model_sizes(encoder, img_size)
@@ -145,7 +149,8 @@ class DynamicUnet(nn.Module):
         if middle == 'fastai':
             self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),
                                              ConvLayer(ni*2, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
-        else: self.middle_conv = nn.Sequential(ConvLayer(ni, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
+        elif middle == 'slim': self.middle_conv = nn.Sequential(ConvLayer(ni, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
+        else: self.middle_conv = nn.Sequential()        # 'none': the first block upsamples the encoder's output
         blocks, idxs = [], list(reversed(self.sz_idxs))
         pow2, widths = decoder_widths(decoder_channels, len(idxs))
         for i, idx in enumerate(idxs):
@@ -163,8 +168,8 @@ class DynamicUnet(nn.Module):
         # back to full resolution: one PixelShuffle per missing factor of 2 (one for a ResNet)
         n_up = round(math.log2(img_size[0] / sizes[idxs[-1]][-2]))
         nh = ni
-        if head == 'light':   # the last cross at width w = max(16, ni//2): the shuffle fills w - n_in channels, the input the rest
-            w = max(16, ni//2)
+        if head != 'fastai':  # the last cross at width w (light: max(16, ni//2)): the shuffle fills w - n_in channels, the input the rest
+            w = max(16, ni//2) if head == 'light' else head
             nh = w - self.n_in if last_cross and w - self.n_in >= 8 else w
         ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
         ni = nh if ups else ni
@@ -274,7 +279,7 @@ def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
 
 unet_presets = {
     'fastai': {},                                     # fastai's DynamicUnet, exactly
-    'fast': dict(norm_type='Batch', decoder_channels='narrow', middle='slim', head='light', skip_bn=False),
+    'fast': dict(norm_type='Batch', decoder_channels='tapered', middle='none', head='light', skip_bn=False),
 }
 
 def preset_options(preset, **kwargs) -> dict:

@@ -21,8 +21,8 @@ from .models import (DynamicUnet, create_unet_model, create_unetpp_model, load_f
                                 encoder_meta)
 
 # %% auto #0
-__all__ = ['strip_parametrizations', 'foldable_bn', 'fuse_bn', 'prepare_for_export', 'ExportableUnet', 'export_torchscript',
-           'export_program', 'export_onnx', 'save_model', 'load_model', 'load_fastai_weights']
+__all__ = ['strip_parametrizations', 'foldable_bn', 'fuse_bn', 'inference_model', 'prepare_for_export', 'ExportableUnet',
+           'export_torchscript', 'export_program', 'export_onnx', 'save_model', 'load_model', 'load_fastai_weights']
 
 # %% ../nbs/20_export.ipynb #4ae82bf4
 def strip_parametrizations(model: nn.Module) -> nn.Module:
@@ -62,6 +62,12 @@ def fuse_bn(model: nn.Module) -> nn.Module:
     for m, c, bn in list(_fold_sites(model)):
         setattr(m, c, fuse_conv_bn_eval(getattr(m, c), getattr(m, bn))); setattr(m, bn, nn.Identity())
     return model
+
+def inference_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    "What prediction runs: `fuse_bn(model)` (channels-last if asked) if it has a BatchNorm to fold, else `model` itself."
+    if not foldable_bn(model): return model
+    res = fuse_bn(model)
+    return res.to(memory_format=torch.channels_last) if channels_last else res
 
 # %% ../nbs/20_export.ipynb #127cb987
 def prepare_for_export(model: nn.Module, fuse: bool = False) -> nn.Module:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from fastcore.basics import patch
-from .export import fuse_bn, foldable_bn
+from .export import inference_model
 
 # %% auto #0
 __all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'flip_tta', 'predict_tiled']
@@ -159,9 +159,8 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     x = to_chw(img)
     C, H, W = x.shape
     if H == 0 or W == 0: raise ValueError(f"img: empty image ({H}×{W})")
-    if fuse and isinstance(model, nn.Module) and foldable_bn(model):
-        model = fuse_bn(model)                 # an eval-mode copy: the caller's model and its train/eval mode stay as they are
-        if channels_last: model = model.to(memory_format=torch.channels_last)
+    if fuse and isinstance(model, nn.Module):  # an eval-mode copy if it folds anything: the caller's model and its mode stay as they are
+        model = inference_model(model, channels_last)
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     device = p.device if p is not None else torch.device('cpu')
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32

@@ -30,7 +30,8 @@ def no_cat_relu(m):
 
 def no_mid_bn(m): m.bn = nn.Identity()
 
-def no_middle(m): m.middle_conv = nn.Identity()
+def no_middle(m): m.middle_conv = nn.Identity()   # as `middle='none'`, but built after the conv drew its init from
+                                                 # the RNG: the round-3 rows that used it stay reproducible
 
 F = dict(preset='fast', decoder_channels='narrow', middle='slim')   # the preset of rounds 1-3: narrow, slim middle, light head, BatchNorm, no skip BatchNorm
 O = dict(F, skip_bn=True)                     # the preset as first built, with fastai's BatchNorm on the skips

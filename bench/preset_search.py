@@ -33,13 +33,13 @@ def no_mid_bn(m): m.bn = nn.Identity()
 def no_middle(m): m.middle_conv = nn.Identity()   # as `middle='none'`, but built after the conv drew its init from
                                                  # the RNG: the round-3 rows that used it stay reproducible
 
-F = dict(preset='fast', decoder_channels='narrow', middle='slim')   # the preset of rounds 1-3: narrow, slim middle, light head, BatchNorm, no skip BatchNorm
+F = dict(preset='fast', decoder_channels='narrow', middle='slim', head='light')   # the preset of rounds 1-3: narrow, slim middle, light head, BatchNorm, no skip BatchNorm
 O = dict(F, skip_bn=True)                     # the preset as first built, with fastai's BatchNorm on the skips
 VARIANTS = {   # name -> (unet_learner options, change after construction); None: smp's U-Net
     'smp': (None, None),
     'default': ({}, None),
     'preset': (F, None),
-    'fast': (dict(preset='fast'), None),                                # `preset='fast'` as it is now (= t2)
+    'fast': (dict(preset='fast'), None),                                # `preset='fast'` as it is now (= t3)
     'old_preset': (O, None),
     # round 1: changes to the old preset, one at a time (3 seeds)
     'old_no_logit_bn': (O, _conv_head(1)),                        # final 1×1 conv without BatchNorm
@@ -69,8 +69,11 @@ VARIANTS = {   # name -> (unet_learner options, change after construction); None
     'w64_h16': (dict(F, decoder_channels=[256, 128, 64, 64], head=16), None),
     'w48_h16_no_middle': (dict(F, decoder_channels=[256, 128, 64, 48], head=16), no_middle),
     't1': (dict(F, middle='none', decoder_channels=[128, 96, 64, 48], head=16), None),   # tapered: narrower deep blocks
-    't2': (dict(F, middle='none', decoder_channels=[128, 96, 64, 48]), None),   # the preset now (`preset='fast'`)
-    't3': (dict(F, middle='none', decoder_channels=[128, 64, 64, 48], head=16), None),
+    't2': (dict(F, middle='none', decoder_channels=[128, 96, 64, 48]), None),   # the preset of session 5
+    't3': (dict(F, middle='none', decoder_channels=[128, 64, 64, 48], head=16), None),   # the preset now (`preset='fast'`)
+    # round 4 (CPU): the narrow head (`head=16`: a 16-channel last cross) and a narrower finest block, for time
+    't4': (dict(F, middle='none', decoder_channels=[128, 64, 64, 32], head=16), None),
+    't5': (dict(F, middle='none', decoder_channels=[128, 96, 64, 32], head=16), None),
 }
 
 

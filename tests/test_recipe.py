@@ -39,7 +39,7 @@ def test_recipe_rows_differ(quick):
     rows = quick['rows']
     assert rows['default']['params'] == 41_222_168
     assert rows['preset_fast']['gmac_per_img'] < rows['default']['gmac_per_img'] / 3
-    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='tapered', middle='none', head='light',
+    assert rows['preset_fast']['config'] == dict(norm_type='Batch', decoder_channels='tapered', middle='none', head=16,
                                                  skip_bn=False)
     for r in ROWS[1:-2]: assert (rows[r]['params'], rows[r]['gmac_per_img']) != (rows['default']['params'], rows['default']['gmac_per_img'])
     if 'smp' in rows: assert 'preset_vs_smp' in quick

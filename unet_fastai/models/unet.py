@@ -90,14 +90,14 @@ def decoder_widths(decoder_channels, n_blocks):
     "`(pow2, widths)`: the `UnetBlock` output widths `decoder_channels` asks for (`None`: fastai's rule), deepest first."
     if decoder_channels in ('fastai', 'pow2'): return decoder_channels == 'pow2', [None]*n_blocks
     if decoder_channels == 'narrow': return False, [max(16, 256 >> i) for i in range(n_blocks)]
-    if decoder_channels == 'tapered':   # 48, 64, 96, 128, 192, ... from the finest block: about ×1.4 per level
-        return False, [(48 if k % 2 == 0 else 64) << (k//2) for k in reversed(range(n_blocks))]
+    if decoder_channels == 'tapered':   # 48, 64, 64, 128, 256, ... from the finest block
+        return False, [48 if k == 0 else 64 << max(0, k-2) for k in reversed(range(n_blocks))]
     if isinstance(decoder_channels, (list, tuple)) and all(isinstance(o, int) and o > 0 for o in decoder_channels):
         if len(decoder_channels) != n_blocks: raise ValueError(
             f"decoder_channels={list(decoder_channels)}: expected {n_blocks} widths, one per decoder block")
         return False, list(decoder_channels)
     raise ValueError(f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths), 'pow2' (rounded down "
-                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net), 'tapered' (..., 96, 64, 48) or a "
+                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net), 'tapered' (..., 128, 64, 64, 48) or a "
                      f"list of {n_blocks} widths")
 
 @torch.no_grad()
@@ -279,7 +279,7 @@ def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
 
 unet_presets = {
     'fastai': {},                                     # fastai's DynamicUnet, exactly
-    'fast': dict(norm_type='Batch', decoder_channels='tapered', middle='none', head='light', skip_bn=False),
+    'fast': dict(norm_type='Batch', decoder_channels='tapered', middle='none', head=16, skip_bn=False),
 }
 
 def preset_options(preset, **kwargs) -> dict:

@@ -15,9 +15,9 @@ from .layers import *
 from .encoders import *
 
 # %% auto #0
-__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'fit_to', 'UnetBlock', 'decoder_widths', 'fit_pad',
-           'DynamicUnet', 'fastai_layout', 'load_fastai_state_dict', 'unet_config', 'preset_options',
-           'create_unet_model']
+__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'fit_to', 'shuffle_cat', 'UnetBlock',
+           'decoder_widths', 'fit_pad', 'DynamicUnet', 'fastai_layout', 'load_fastai_state_dict', 'unet_config',
+           'preset_options', 'create_unet_model']
 
 # %% ../../nbs/02_unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
@@ -51,6 +51,19 @@ def fit_to(x, h: int, w: int, pad: int = 0, gather: bool = False):
         return x.index_select(x.dim()-1, torch.arange(w, device=x.device))
     return x[..., :h, :w]
 
+def shuffle_cat(u, rest: List[torch.Tensor], scale: int = 2):
+    "`torch.cat([F.pixel_shuffle(u, scale)] + rest, 1)` with the shuffle written straight into the result: one full-size copy fewer. For prediction only: backward through those strided writes is slow."
+    n, c, h, w = u.shape[0], u.shape[1]//(scale*scale), u.shape[2], u.shape[3]
+    dt, nc = u.dtype, c
+    for r in rest: dt, nc = torch.promote_types(dt, r.dtype), nc + r.shape[1]
+    fmt = torch.channels_last if u.is_contiguous(memory_format=torch.channels_last) and not u.is_contiguous() else torch.contiguous_format
+    out = torch.empty(n, nc, h*scale, w*scale, dtype=dt, device=u.device, memory_format=fmt)
+    out[:, :c].view(n, c, h, scale, w, scale).copy_(u.view(n, c, scale, scale, h, w).permute(0, 1, 4, 2, 5, 3))
+    for r in rest:
+        out[:, c:c+r.shape[1]].copy_(r)
+        c += r.shape[1]
+    return out
+
 class UnetBlock(nn.Module):
     "A U-Net decoder block: `PixelShuffle_ICNR` upsampling, BatchNorm on the skip, concat, two convs."
     def __init__(self, up_in_c, x_in_c, final_div=True, blur=False, act_cls=nn.ReLU, self_attention=False,
@@ -68,10 +81,16 @@ class UnetBlock(nn.Module):
         self.relu = act_layer(act_cls)
         self.nf = nf
         self.pad_up, self.interp, self.gather = 0, False, False   # how the upsampled map is fitted to the skip (see `DynamicUnet`)
+        self.fuse_cat = not blur   # without autograd, shuffle straight into the concatenation (`shuffle_cat`)
         apply_init(nn.Sequential(self.conv1, self.conv2), init)
 
     def forward(self, up_in, s):
-        up_out = self.shuf(up_in)
+        if self.fuse_cat and not (self.interp or self.gather or self.pad_up or torch.is_grad_enabled()):
+            u = self.shuf[0](up_in)
+            if 2*u.shape[-2] == s.shape[-2] and 2*u.shape[-1] == s.shape[-1]:
+                return self.conv2(self.conv1(self.relu(shuffle_cat(u, [self.bn(s)]))))
+            up_out = F.pixel_shuffle(u, 2)
+        else: up_out = self.shuf(up_in)
         if self.interp: up_out = F.interpolate(up_out, s.shape[-2:], mode='nearest')
         else: up_out = fit_to(up_out, s.shape[-2], s.shape[-1], self.pad_up, self.gather)
         cat_x = self.relu(torch.cat([up_out, self.bn(s)], dim=1))
@@ -176,6 +195,7 @@ class DynamicUnet(nn.Module):
         self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
         self.pad_final = fit_pad(encoder[:idxs[-1]+1], self.n_in, 2**n_up) if pad_mode is None and n_up else 0
         self.gather = False       # `fit_to` by `index_select` rather than slicing: set for `torch.export` (see `export`)
+        self.fuse_cat = isinstance(self.shuf, PixelShuffle_ICNR) and len(self.shuf) == 2 and last_cross   # see `UnetBlock`
         self.last_cross = last_cross
         if last_cross:
             ni += self.n_in
@@ -219,9 +239,13 @@ class DynamicUnet(nn.Module):
         n = len(skips)
         for i, blk in enumerate(self.blocks):
             y = blk(y, skips[n-1-i])
-        y = self.shuf(y)
-        y = fit_to(y, x.shape[-2], x.shape[-1], self.pad_final, self.gather)
-        if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
+        if self.fuse_cat and not (self.gather or self.pad_final or torch.is_grad_enabled()):
+            u = self.shuf[0](y)
+            if 2*u.shape[-2] == x.shape[-2] and 2*u.shape[-1] == x.shape[-1]: y = self.res_block(shuffle_cat(u, [x]))
+            else: y = self.res_block(torch.cat([fit_to(F.pixel_shuffle(u, 2), x.shape[-2], x.shape[-1]), x], dim=1))
+        else:
+            y = fit_to(self.shuf(y), x.shape[-2], x.shape[-1], self.pad_final, self.gather)
+            if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
         y = self.head_act(self.final_conv(self.upsample(y)))
         k = self.upscale
         if self.residual: y = y + (F.interpolate(x, scale_factor=float(k), mode='bicubic', align_corners=False) if k > 1 else x)

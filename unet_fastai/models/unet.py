@@ -51,8 +51,11 @@ def fit_to(x, h: int, w: int, pad: int = 0, gather: bool = False):
         return x.index_select(x.dim()-1, torch.arange(w, device=x.device))
     return x[..., :h, :w]
 
-def shuffle_cat(u, rest: List[torch.Tensor], scale: int = 2):
-    "`torch.cat([F.pixel_shuffle(u, scale)] + rest, 1)` with the shuffle written straight into the result: one full-size copy fewer. For prediction only: backward through those strided writes is slow."
+def shuffle_cat(u, rest: List[torch.Tensor], pad: int = 0, gather: bool = False, scale: int = 2):
+    "`torch.cat([fit_to(F.pixel_shuffle(u, scale), h, w, pad, gather)] + rest, 1)` (h×w: `rest[0]`'s size), with the shuffle written straight into the result when it fits as it is: one full-size copy fewer. For prediction only: backward through those strided writes is slow."
+    H, W = rest[0].shape[-2], rest[0].shape[-1]
+    if pad or gather or u.shape[-2]*scale != H or u.shape[-1]*scale != W:
+        return torch.cat([fit_to(F.pixel_shuffle(u, scale), H, W, pad, gather)] + rest, dim=1)
     n, c, h, w = u.shape[0], u.shape[1]//(scale*scale), u.shape[2], u.shape[3]
     dt, nc = u.dtype, c
     for r in rest: dt, nc = torch.promote_types(dt, r.dtype), nc + r.shape[1]
@@ -85,12 +88,9 @@ class UnetBlock(nn.Module):
         apply_init(nn.Sequential(self.conv1, self.conv2), init)
 
     def forward(self, up_in, s):
-        if self.fuse_cat and not (self.interp or self.gather or self.pad_up or torch.is_grad_enabled()):
-            u = self.shuf[0](up_in)
-            if 2*u.shape[-2] == s.shape[-2] and 2*u.shape[-1] == s.shape[-1]:
-                return self.conv2(self.conv1(self.relu(shuffle_cat(u, [self.bn(s)]))))
-            up_out = F.pixel_shuffle(u, 2)
-        else: up_out = self.shuf(up_in)
+        if self.fuse_cat and not (self.interp or torch.is_grad_enabled()):
+            return self.conv2(self.conv1(self.relu(shuffle_cat(self.shuf[0](up_in), [self.bn(s)], self.pad_up, self.gather))))
+        up_out = self.shuf(up_in)
         if self.interp: up_out = F.interpolate(up_out, s.shape[-2:], mode='nearest')
         else: up_out = fit_to(up_out, s.shape[-2], s.shape[-1], self.pad_up, self.gather)
         cat_x = self.relu(torch.cat([up_out, self.bn(s)], dim=1))
@@ -239,10 +239,8 @@ class DynamicUnet(nn.Module):
         n = len(skips)
         for i, blk in enumerate(self.blocks):
             y = blk(y, skips[n-1-i])
-        if self.fuse_cat and not (self.gather or self.pad_final or torch.is_grad_enabled()):
-            u = self.shuf[0](y)
-            if 2*u.shape[-2] == x.shape[-2] and 2*u.shape[-1] == x.shape[-1]: y = self.res_block(shuffle_cat(u, [x]))
-            else: y = self.res_block(torch.cat([fit_to(F.pixel_shuffle(u, 2), x.shape[-2], x.shape[-1]), x], dim=1))
+        if self.fuse_cat and not torch.is_grad_enabled():
+            y = self.res_block(shuffle_cat(self.shuf[0](y), [x], self.pad_final, self.gather))
         else:
             y = fit_to(self.shuf(y), x.shape[-2], x.shape[-1], self.pad_final, self.gather)
             if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))

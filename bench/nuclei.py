@@ -18,9 +18,9 @@ def run(path, weight_maps, a, seed):
     import torch
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
-    from unet_fastai.nuclei import nuclei_dls
-    from unet_fastai.weightmap import WeightedCrossEntropy
-    from unet_fastai.metrics import Dice, ObjectF1
+    from unet_fastai.segmentation.nuclei import nuclei_dls
+    from unet_fastai.segmentation.losses import WeightedCrossEntropy
+    from unet_fastai.segmentation.metrics import Dice, ObjectF1
     from unet_fastai.learner import AutocastBF16, cpu_has_bf16
     dls = nuclei_dls(path, bs=a.bs, weight_maps=weight_maps, repeat=a.repeat, seed=seed, num_workers=0)
     set_seed(seed, reproducible=True)
@@ -58,7 +58,7 @@ def main():
     ap.add_argument('--quick', action='store_true', help='1 epoch on 2+2 images of 64 px: a smoke test')
     a = ap.parse_args()
     if a.quick: a.epochs, a.n_train, a.n_valid, a.size, a.repeat, a.seeds, a.bs = 1, 2, 2, 64, 2, '0', 4
-    from unet_fastai.nuclei import make_synth_nuclei
+    from unet_fastai.segmentation.nuclei import make_synth_nuclei
     out = dict(settings={k: v for k, v in vars(a).items()}, cpu_count=os.cpu_count(), runs=[])
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:

@@ -120,7 +120,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.summary: return print(json.dumps(summary(a.summary), indent=1))
     if a.variant is None:
-        from unet_fastai.synth import make_synth_camvid
+        from unet_fastai.segmentation.synth import make_synth_camvid
         return make_synth_camvid(Path(a.data), n_train=300, n_valid=100, size=(96, 128), seed=42)
     row = run(a.variant, a.seed, a.data, a.epochs)
     print(json.dumps(row), flush=True)

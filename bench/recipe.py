@@ -62,7 +62,7 @@ def make_learner(name, dls, cbs):
     from fastai.vision.all import Learner, CrossEntropyLossFlat
     from fastai.callback.channelslast import ChannelsLast
     from unet_fastai.learner import unet_learner
-    from unet_fastai.metrics import camvid_metrics
+    from unet_fastai.segmentation.data import camvid_metrics
     opts = ROWS[name]
     if opts is not None:
         return unet_learner(dls, 'resnet34', pretrained=False, metrics=camvid_metrics(dls), cbs=cbs, **opts)
@@ -74,7 +74,7 @@ def make_learner(name, dls, cbs):
 
 def run_row(name, a, path, precision):
     from fastai.vision.all import Callback, CancelValidException, set_seed
-    from unet_fastai.data import camvid_dls
+    from unet_fastai.segmentation.data import camvid_dls
     from unet_fastai.learner import AutocastBF16
 
     class TrainTimer(Callback):
@@ -137,7 +137,7 @@ def main(argv=None):
     bad = [r for r in rows if r not in ROWS]
     if bad: ap.error(f"--rows: unknown {bad}; expected names from {list(ROWS)}")
     from unet_fastai.learner import cpu_has_bf16
-    from unet_fastai.synth import make_synth_camvid
+    from unet_fastai.segmentation.synth import make_synth_camvid
     import fastai
     gpu = torch.cuda.is_available()                  # fastai's DataLoaders and Learner then run there
     precision = a.precision if a.precision != 'auto' else ('bf16' if gpu or cpu_has_bf16() else 'fp32')

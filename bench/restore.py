@@ -26,7 +26,7 @@ def pixels(img):
 
 
 def scores(pred, targ):
-    from unet_fastai.restore_loss import psnr, ssim
+    from unet_fastai.restoration.metrics import psnr, ssim
     return psnr(pred, targ).item(), ssim(pred, targ).item()
 
 
@@ -35,10 +35,10 @@ def run_task(name, tfm, upscale, a, root, log):
     import numpy as np, torch
     from PIL import Image
     from fastai.vision.all import set_seed, CancelFitException, Callback, Adam
-    from unet_fastai.degrade import crappify_folder
-    from unet_fastai.restore_data import restoration_dls
-    from unet_fastai.restore_learner import restoration_learner, restore_image
-    from unet_fastai.restore_loss import upsample_to
+    from unet_fastai.restoration.degrade import crappify_folder
+    from unet_fastai.restoration.data import restoration_dls
+    from unet_fastai.restoration.learner import restoration_learner, restore_image
+    from unet_fastai.restoration.metrics import upsample_to
     from unet_fastai.learner import cpu_has_bf16
 
     lr_dir = root/f'lr_{name}'
@@ -154,8 +154,8 @@ def main():
     import warnings; warnings.simplefilter('ignore')
     import torch
     if a.threads: torch.set_num_threads(a.threads)
-    from unet_fastai.degrade import Downscale, JPEG
-    from unet_fastai.restore_data import make_clean_images
+    from unet_fastai.restoration.degrade import Downscale, JPEG
+    from unet_fastai.restoration.data import make_clean_images
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if a.verbose else (lambda m: None)
 
     t0 = time.perf_counter()

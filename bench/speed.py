@@ -105,7 +105,7 @@ class Runner:
         "What predicts: `predict_tiled`'s BatchNorm-folded copy for unet_fastai (made after training), else the model."
         if split_method(self.method)[0] != 'unet_fastai': return self.model.eval()
         if getattr(self, '_fused', None) is None:
-            from unet_fastai.export import inference_model
+            from unet_fastai.inference.fold import inference_model
             self._fused = inference_model(self.model)
         return self._fused
 

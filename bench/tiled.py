@@ -28,7 +28,7 @@ def worker(a):
     res = dict(method=a.worker, rss_before_mb=round(rss_mb()))
     t = time.perf_counter()
     if a.worker.startswith('unet_fastai'):
-        from unet_fastai.tiled import predict_tiled
+        from unet_fastai.inference.tiled import predict_tiled
         out = 'labels' if a.worker.endswith('labels') else 'probs'
         p = predict_tiled(model, img, tile=a.tile, overlap=a.overlap, blend='gaussian', bs=a.bs, progress=False, out=out)
     else:

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from unet_fastai.synth import make_synth_camvid
+from unet_fastai.segmentation.synth import make_synth_camvid
 
 CLI = [sys.executable, "-c", "import sys; from unet_fastai.cli import main; sys.exit(main())"]
 
@@ -98,7 +98,7 @@ def test_demo_writes_metrics_picture_and_model(tmp_path):
     assert 0 <= m["acc_camvid"] <= 1 and 0 <= m["miou"] <= 1
     assert Image.open(out/"show_results.png").size[0] > 100
     assert {p.name for p in (out/"model").iterdir()} >= {"model.safetensors", "config.json"}
-    from unet_fastai.export import load_model
+    from unet_fastai.inference.io import load_model
     import torch
     with torch.no_grad(): y = load_model(out/"model")(torch.rand(1, 3, 40, 56))
     assert y.shape == (1, 12, 40, 56)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 from PIL import Image
-from unet_fastai.data import open_image, OpenMask, camvid_dls
-from unet_fastai.synth import make_synth_camvid
+from unet_fastai.segmentation.data import open_image, OpenMask, camvid_dls
+from unet_fastai.segmentation.synth import make_synth_camvid
 
 
 @pytest.mark.parametrize("mode,make", [

@@ -28,7 +28,7 @@ def _register():
 def run(tmp_path_factory):
     pytest.importorskip("accelerate", reason="distributed training needs Hugging Face Accelerate")
     import unet_fastai
-    from unet_fastai.synth import make_synth_camvid
+    from unet_fastai.segmentation.synth import make_synth_camvid
     tmp = tmp_path_factory.mktemp("ddp")
     data = make_synth_camvid(tmp/"camvid", n_train=N_TRAIN, n_valid=N_VALID, size=(64, 96))
     root = str(Path(unet_fastai.__file__).resolve().parent.parent)      # the package under test, in the subprocesses too
@@ -55,7 +55,7 @@ def test_ranks_end_with_identical_weights(run):
     assert w0.keys() == w1.keys()
     assert any("running_mean" in k for k in w0)                 # BatchNorm statistics are compared too
     for k in w0: assert torch.equal(w0[k], w1[k]), k
-    from unet_fastai.export import load_model
+    from unet_fastai.inference.io import load_model
     _register()
     exported = load_model(run["out"]/"model").state_dict()        # what rank 0 exported is that model
     for k in w0: assert torch.equal(exported[k], w0[k].contiguous()), k
@@ -75,9 +75,9 @@ def test_metrics_are_gathered_over_the_validation_set(run):
     assert r0["metrics"] == r1["metrics"]
     # a single process validating the final weights on all 7 images gets the same values
     from fastai.torch_core import set_seed
-    from unet_fastai.data import camvid_dls
+    from unet_fastai.segmentation.data import camvid_dls
     from unet_fastai.learner import unet_learner, AutocastBF16
-    from unet_fastai.metrics import camvid_metrics
+    from unet_fastai.segmentation.data import camvid_metrics
     _register()
     dls = camvid_dls(run["data"], bs=BS, num_workers=0)
     learn = unet_learner(dls, "tiny_ddp", pretrained=False, metrics=camvid_metrics(dls))
@@ -111,7 +111,7 @@ if __name__ == "__main__":      # one rank of the run above, started by torchrun
     warnings.filterwarnings("ignore")
     from fastai.callback.core import Callback
     from fastai.torch_core import rank_distrib
-    import unet_fastai.train as T
+    import unet_fastai.segmentation.train as T
     from unet_fastai.cli import main
     from unet_fastai.learner import cpu_has_bf16
     data, tmp = map(Path, sys.argv[1:3])

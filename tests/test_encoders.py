@@ -6,8 +6,8 @@ import importlib.util
 from unittest import mock
 import pytest, torch, torch.nn as nn
 from unet_fastai.models.encoders import encoders, encoder_meta, create_body, PretrainedWeightsError
-from unet_fastai.synth import make_synth_camvid
-from unet_fastai.data import camvid_dls
+from unet_fastai.segmentation.synth import make_synth_camvid
+from unet_fastai.segmentation.data import camvid_dls
 from unet_fastai.learner import unet_learner, UnetSplitter
 from unet_fastai.models.unet import create_unet_model
 

@@ -5,8 +5,9 @@ import pytest, torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 from unet_fastai.models import create_unet_model, fastai_layout, NormType, DynamicUnet
-from unet_fastai.export import (export_onnx, export_torchscript, export_program, save_model, load_model,
-                                load_fastai_weights, fuse_bn, prepare_for_export)
+from unet_fastai.inference.export import export_onnx, export_torchscript, export_program
+from unet_fastai.inference.io import save_model, load_model, load_fastai_weights
+from unet_fastai.inference.fold import fuse_bn, prepare_for_export
 
 # (batch, H, W): two sizes with H != W, and one, with a batch of 2, that is not a multiple of the stride (32)
 SHAPES = [(1, 64, 96), (1, 96, 64), (2, 36, 70)]
@@ -317,7 +318,7 @@ def test_load_real_fastai_learn_save_with_optimizer(tmp_path):
 
 
 def test_export_module_does_not_import_fastai():
-    code = ("import sys, unet_fastai.export; "
+    code = ("import sys, unet_fastai.inference.export; "
             "bad = [m for m in sys.modules if m == 'fastai' or m.startswith('fastai.')]; "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)

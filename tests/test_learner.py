@@ -3,10 +3,10 @@ import matplotlib
 matplotlib.use("Agg")
 import pytest, torch
 from fastai.learner import load_learner
-from unet_fastai.synth import make_synth_camvid
-from unet_fastai.data import camvid_dls
+from unet_fastai.segmentation.synth import make_synth_camvid
+from unet_fastai.segmentation.data import camvid_dls
 from unet_fastai.learner import unet_learner
-from unet_fastai.metrics import camvid_metrics
+from unet_fastai.segmentation.data import camvid_metrics
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ matplotlib.use("Agg")
 
 from fastai.torch_core import TensorImage, TensorMask, set_seed
 from fastai.vision.core import TensorPoint
-from unet_fastai.weightmap import (border_weight_map, class_weight_map, instance_distances, split_instances,
-                                   WeightedCrossEntropy, WeightMapBlock, TensorWeightMap, drop_weight_maps,
-                                   prepare_seg_batch)
-from unet_fastai.elastic import ElasticDeform
-from unet_fastai.losses import DiceLoss, DiceCELoss, FocalLoss, BCEDiceLoss
-from unet_fastai.metrics import Dice, IoU, ObjectF1, match_objects
+from unet_fastai.segmentation.weightmap import border_weight_map, class_weight_map, instance_distances, split_instances, WeightMapBlock, TensorWeightMap, drop_weight_maps
+from unet_fastai.segmentation.losses import WeightedCrossEntropy, prepare_seg_batch
+from unet_fastai.segmentation.elastic import ElasticDeform
+from unet_fastai.segmentation.losses import DiceLoss, DiceCELoss, FocalLoss, BCEDiceLoss
+from unet_fastai.segmentation.metrics import Dice, IoU, ObjectF1, match_objects
 
 
 def _two_squares(a=1, b=2):

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from unet_fastai.degrade import (Crappify, Downscale, JPEG, Grayscale, Holes, Noise, crappify_folder, file_seed)
-from unet_fastai.restore_loss import psnr, ssim, FeatureLoss, vgg16_bn_features, to_pixels
+from unet_fastai.restoration.degrade import (Crappify, Downscale, JPEG, Grayscale, Holes, Noise, crappify_folder, file_seed)
+from unet_fastai.restoration.metrics import psnr, ssim, to_pixels
+from unet_fastai.restoration.losses import FeatureLoss, vgg16_bn_features
 from unet_fastai.models import create_unet_model, PretrainedWeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +63,7 @@ def test_crappify_folder_names_an_unreadable_file(tmp_path):
 
 
 def _pairs(tmp_path, n=6, size=(44, 60), k=2):
-    from unet_fastai.restore_data import make_clean_images
+    from unet_fastai.restoration.data import make_clean_images
     make_clean_images(tmp_path/'hr', n, size)
     crappify_folder(tmp_path/'hr', tmp_path/'lr', Downscale(k), progress=False)
     return tmp_path/'lr', tmp_path/'hr'
@@ -71,7 +72,7 @@ def _pairs(tmp_path, n=6, size=(44, 60), k=2):
 @pytest.mark.parametrize("k", [2, 4])
 def test_pairs_stay_aligned_through_crops_and_flips(tmp_path, k):
     from fastai.vision.all import set_seed, imagenet_stats
-    from unet_fastai.restore_data import restoration_dls
+    from unet_fastai.restoration.data import restoration_dls
     lr, hr = _pairs(tmp_path, size=(44, 64) if k == 2 else (88, 128), k=k)
     dls = restoration_dls(lr, hr, size=(8, 12), bs=4, upscale=k, num_workers=0, valid_pct=1/3)
     set_seed(0)
@@ -87,7 +88,7 @@ def test_pairs_stay_aligned_through_crops_and_flips(tmp_path, k):
 
 
 def test_restoration_dls_rejects_bad_pairs(tmp_path):
-    from unet_fastai.restore_data import restoration_dls
+    from unet_fastai.restoration.data import restoration_dls
     lr, hr = _pairs(tmp_path)
     with pytest.raises(ValueError, match='not a ×4 super-resolution pair'): restoration_dls(lr, hr, upscale=4)
     with pytest.raises(ValueError, match='power of 2'): restoration_dls(lr, hr, upscale=0)
@@ -107,8 +108,8 @@ def test_super_resolution_output_size(k, shape):
 
 
 def test_super_resolution_model_saves_and_reloads(tmp_path):
-    from unet_fastai.export import save_model, load_model
-    from unet_fastai.restore_learner import restore_image
+    from unet_fastai.inference.io import save_model, load_model
+    from unet_fastai.restoration.learner import restore_image
     m = create_unet_model('resnet18', 3, 64, pretrained=False, upscale=2, residual=True, y_range=(-3., 3.),
                           blur=True, self_attention=True, norm_type='Weight')
     with torch.no_grad(): m.final_conv[0].parametrizations.weight.original0.fill_(0.1)   # not the input alone
@@ -154,7 +155,7 @@ def test_feature_loss_offline_says_use_l1(monkeypatch, tmp_path):
     with pytest.raises(PretrainedWeightsError) as e: FeatureLoss()
     msg = str(e.value)
     assert "loss='l1'" in msg and 'vgg16_bn' in msg and 'm_feat' in msg
-    from unet_fastai.restore_learner import restoration_learner
+    from unet_fastai.restoration.learner import restoration_learner
     with pytest.raises(PretrainedWeightsError, match="loss='l1'"): restoration_learner(None, 'resnet18')
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from unet_fastai.tiled import predict_tiled, pad_index
+from unet_fastai.inference.tiled import predict_tiled, pad_index
 from unet_fastai.models import UNet
 
 
@@ -173,7 +173,7 @@ def test_core_works_without_fastai():
             "assert 'fastai' not in sys.modules\n"
             "sys.modules['fastai'] = None\n"                    # any `import fastai...` now fails
             "import torch, torch.nn as nn\n"
-            "from unet_fastai.tiled import predict_tiled\n"
+            "from unet_fastai.inference.tiled import predict_tiled\n"
             "p = predict_tiled(nn.Conv2d(3, 2, 1), torch.rand(3, 40, 50), tile=32, progress=False)\n"
             "assert p.shape == (2, 40, 50)\n")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)

@@ -8,12 +8,13 @@ from fastai.learner import Learner, load_learner
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from safetensors.torch import load_file
-from unet_fastai.synth import make_synth_camvid
-from unet_fastai.data import camvid_dls
-from unet_fastai.metrics import camvid_metrics
+from unet_fastai.segmentation.synth import make_synth_camvid
+from unet_fastai.segmentation.data import camvid_dls
+from unet_fastai.segmentation.data import camvid_metrics
 from unet_fastai.learner import UnetSplitter
 from unet_fastai.models import encoder_meta, DynamicUnetPlusPlus, DeepSupervisionLoss, create_unetpp_model
-from unet_fastai.export import export_torchscript, save_model, load_model
+from unet_fastai.inference.export import export_torchscript
+from unet_fastai.inference.io import save_model, load_model
 
 
 class MainPred(Callback):

@@ -1,23 +1,16 @@
-"`from unet_fastai.all import *`: everything `from fastai.vision.all import *` gives, plus this library."
-# Our modules first, then fastai's namespace, so that fastai's own names (`create_body`, `ConvLayer`, `NormType`,
-# `Hooks`, `save_model`, ...) keep their fastai meaning; then the U-Net entry points, which are ours.
-from .models import *
-from .synth import *
-from .data import *
-from .metrics import *
-from .learner import *
-from .train import *
-from .tiled import *
-from .losses import *
-from .weightmap import *
-from .elastic import *
-from .export import *
-from .distributed import *
-from .degrade import *
-from .restore_loss import *
-from .restore_data import *
-from .restore_learner import *
+"""`from unet_fastai.all import *`: fastai's vision namespace plus this library, where every name this library defines
+means this library's object. fastai defines some of the same names with another meaning (`create_body`, `save_model`,
+`load_model`, `Dice`, `DiceLoss`, `FocalLoss`, `OpenMask`, `ConvLayer`, `NormType`, ...): ours are the ones exported
+here; fastai's stay at their own paths (`fastai.vision.all.save_model`). `unet_fastai.all.shadowed` lists them."""
+import fastai.vision.all as _fastai
 from fastai.vision.all import *
-from .models.unet import DynamicUnet, UnetBlock, create_unet_model, load_fastai_state_dict
-from .models.unetpp import DynamicUnetPlusPlus, DeepSupervisionLoss, create_unetpp_model
-from .learner import unet_learner
+from .models import *
+from .learner import *
+from .distributed import *
+from .segmentation import *
+from .restoration import *
+from .inference import *
+from . import models as _m, learner as _l, distributed as _d, segmentation as _s, restoration as _r, inference as _i
+
+_ours = _m.__all__ + _l.__all__ + _d.__all__ + _s.__all__ + _r.__all__ + _i.__all__
+shadowed = sorted(n for n in _ours if hasattr(_fastai, n) and getattr(_fastai, n) is not globals()[n])

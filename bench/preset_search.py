@@ -19,18 +19,18 @@ import recipe
 
 def _conv_head(ks):
     def f(m):
-        conv = m.final_conv[0]
+        conv = m.head.final_conv[0]
         new = nn.Conv2d(conv.in_channels, conv.out_channels, ks, padding=ks//2, bias=True)
         nn.init.kaiming_normal_(new.weight); nn.init.zeros_(new.bias)
-        m.final_conv = nn.Sequential(new)
+        m.head.final_conv = nn.Sequential(new)
     return f
 
 def no_cat_relu(m):
-    for b in m.blocks: b.relu = nn.Identity()
+    for b in m.decoder.blocks: b.relu = nn.Identity()
 
-def no_mid_bn(m): m.bn = nn.Identity()
+def no_mid_bn(m): m.decoder.bn = nn.Identity()
 
-def no_middle(m): m.middle_conv = nn.Identity()   # as `middle='none'`, but built after the conv drew its init from
+def no_middle(m): m.decoder.middle_conv = nn.Identity()   # as `middle='none'`, but built after the conv drew its init from
                                                  # the RNG: the round-3 rows that used it stay reproducible
 
 F = dict(preset='fast', decoder_channels='narrow', middle='slim', head='light')   # the preset of rounds 1-3: narrow, slim middle, light head, BatchNorm, no skip BatchNorm

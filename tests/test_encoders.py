@@ -30,14 +30,14 @@ def check(dls, arch):
     out = model(x)
     assert out.shape == (2, 12, 64, 96)
     learn.loss_func(out, y).backward()
-    assert all(p.grad is not None for p in model.final_conv.parameters())
+    assert all(p.grad is not None for p in model.head.final_conv.parameters())
     assert model.encoder[0].weight.grad is not None if hasattr(model.encoder[0], 'weight') else True
     assert len(learn.opt.param_groups if learn.opt else learn.splitter(model)) >= 2
     learn.freeze()
     for m in model.encoder.modules():
         for p in m.parameters(recurse=False):
             assert p.requires_grad == isinstance(m, NORMS), f"{arch}: {type(m).__name__} requires_grad={p.requires_grad}"
-    assert all(p.requires_grad for p in model.final_conv.parameters())
+    assert all(p.requires_grad for p in model.head.final_conv.parameters())
 
 
 # the torchvision encoders the library registers (tests register their own, and timm names register when used)
@@ -69,7 +69,7 @@ def test_registered_encoder_structure(arch):
     assert y.shape == (2, 12, 64, 96)
     with torch.no_grad(): y = m(torch.empty(1, 3, 97, 131, device='meta'))   # odd sides: upsampled maps cut to the skips
     assert y.shape == (1, 12, 97, 131)
-    assert len(m.sz_idxs) >= 3 and len(m.blocks) == len(m.sz_idxs)
+    assert len(m.sz_idxs) >= 3 and len(m.decoder.blocks) == len(m.sz_idxs)
     groups = UnetSplitter(encoder_meta(arch).split)(m)
     assert len(groups) >= 2
     frozen = {id(p) for g in groups[:-1] for p in g}

@@ -94,7 +94,7 @@ def test_torch_export_rounding_down_encoder(pad_mode):
     "VGG's 2×2 max-pools round odd sizes down: unpadded, its upsampled maps get a repeated row; both modes export."
     torch.manual_seed(0)
     m = _perturb(create_unet_model('vgg11_bn', 2, 64, pretrained=False, pad_mode=pad_mode))
-    if pad_mode is None: assert all(b.pad_up == 1 for b in m.blocks)
+    if pad_mode is None: assert all(b.fit.pad == 1 for b in m.decoder.blocks)
     pm = export_program(m, torch.randn(2, 3, 70, 90)).module()
     for x in [torch.randn(1, 3, 64, 70), torch.randn(2, 3, 97, 131)]:
         with torch.no_grad(): _close(pm(x), _eager(m, x))
@@ -115,7 +115,7 @@ def test_torch_export_fixed_size(models):
 def test_fuse_bn_then_script(models, tmp_path):
     m = models['plain']
     f = fuse_bn(m)
-    assert sum(isinstance(o, nn.BatchNorm2d) for o in f.modules()) == 1 + len(m.blocks)
+    assert sum(isinstance(o, nn.BatchNorm2d) for o in f.modules()) == 1 + len(m.decoder.blocks)
     sm = export_torchscript(m, tmp_path/'f.pt', fuse=True)
     for x in _inputs()[1:]:
         with torch.no_grad():

@@ -59,5 +59,5 @@ def test_bottle_works_where_fastai_breaks():
     x = torch.randn(1, 3, 64, 64)
     with pytest.raises(RuntimeError, match="channels"):
         fa(x)
-    assert ours.final_conv[0].in_channels == 49
+    assert ours.head.final_conv[0].in_channels == 49
     assert ours(x).shape == (1, 5, 64, 64)

@@ -112,7 +112,7 @@ def test_super_resolution_model_saves_and_reloads(tmp_path):
     from unet_fastai.restoration.learner import restore_image
     m = create_unet_model('resnet18', 3, 64, pretrained=False, upscale=2, residual=True, y_range=(-3., 3.),
                           blur=True, self_attention=True, norm_type='Weight')
-    with torch.no_grad(): m.final_conv[0].parametrizations.weight.original0.fill_(0.1)   # not the input alone
+    with torch.no_grad(): m.head.final_conv[0].parametrizations.weight.original0.fill_(0.1)   # not the input alone
     m.config['stats'] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
     m2 = load_model(save_model(m, tmp_path/'sr'))
     assert (m2.config['upscale'], m2.config['residual'], m2.upscale, m2.residual) == (2, True, 2, True)

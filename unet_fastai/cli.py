@@ -152,12 +152,11 @@ def _show_results(model, data, fname, n=4):
 def predict_image(model, img, stats=None, tile=512, overlap=0.25):
     "Label map `(H,W)` for the PIL image `img`: direct when it fits in a `tile`, else overlap-tile prediction."
     from unet_fastai.inference.tiled import predict_tiled
-    x = torch.from_numpy(np.asarray(img.convert('RGB'), np.float32) / 255.).permute(2, 0, 1)
+    from unet_fastai.preprocess import to_chw, normalize_input
+    x = to_chw(img.convert('RGB'))
     if max(x.shape[-2:]) > tile:
         return predict_tiled(model, x, tile=tile, overlap=overlap, out='labels', normalize=stats, progress=False).numpy()
-    if stats is not None:
-        x = (x - torch.tensor(stats[0])[:, None, None]) / torch.tensor(stats[1])[:, None, None]
-    return model.eval()(x[None])[0].argmax(0).numpy()
+    return model.eval()(normalize_input(x[None], stats))[0].argmax(0).numpy()
 
 def predict(*images:str, # image files
             model:str=None, # a folder written by `train` (config.json + model.safetensors); required

@@ -10,10 +10,13 @@ import torch
 from fastai.vision.all import (Learner, Adam, Normalize, defaults, params, L, store_attr, risinstance, get_c,
                                CrossEntropyLossFlat, Callback, to_float)
 from fastai.callback.channelslast import ChannelsLast
-from .models import create_unet_model, create_unetpp_model, DeepSupervisionLoss, encoder_meta
+from fastcore.meta import delegates
+from .models import DynamicUnet, DeepSupervisionLoss, encoder_meta, architecture
+from fastcore.basics import patch
+from .inference.tiled import predict_tiled
 
 # %% auto #0
-__all__ = ['unet_builders', 'UnetSplitter', 'PlainTensors', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
+__all__ = ['UnetSplitter', 'PlainTensors', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
 
 # %% ../nbs/11_learner.ipynb #dd2ef4fc
 def _add_norm(dls, stats, pretrained, n_in=3):
@@ -30,8 +33,6 @@ class UnetSplitter:
         rest = [c for n, c in m.named_children() if n != 'encoder']
         return L(*groups, rest).map(lambda g: params(g) if not isinstance(g, list) else [p for c in g for p in params(c)])
 
-unet_builders = {'unet': create_unet_model, 'unet++': create_unetpp_model}
-
 class PlainTensors(Callback):
     "Give the model plain tensors: `torch.compile` cannot trace fastai's tensor subclasses (`TensorImage`)."
     order = 5
@@ -43,20 +44,22 @@ class MainOutput(Callback):
     def after_loss(self):
         if isinstance(self.pred, (tuple, list)): self.learn.pred = self.pred[0]
 
+@delegates(DynamicUnet.__init__, keep=True, but=['encoder', 'n_out', 'img_size'])
 def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_func=None, metrics=None,
                  opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, path=None, model_dir='models', wd=None,
                  wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95), n_in=3, cut=None, arch_type='unet',
-                 channels_last=True, compile=False, **kwargs):
+                 preset=None, channels_last=True, compile=False, **kwargs):
     "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`)."
     meta = encoder_meta(arch)
     if normalize: _add_norm(dls, meta.stats, pretrained, n_in)
     n_out = n_out if n_out is not None else get_c(dls)
     if not n_out: raise ValueError("n_out is not defined and could not be inferred from the data: set `dls.c` or pass `n_out`")
     img_size = dls.one_batch()[0].shape[-2:]
-    if arch_type not in unet_builders: raise ValueError(f"arch_type={arch_type!r}: expected one of {list(unet_builders)}")
-    if kwargs.get('preset') is not None and arch_type != 'unet':
-        raise ValueError(f"preset={kwargs['preset']!r}: presets are for arch_type='unet', not {arch_type!r}")
-    model = unet_builders[arch_type](meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
+    builder = architecture(arch_type, 'unet_learner')
+    if preset is not None:
+        if arch_type != 'unet': raise ValueError(f"preset={preset!r}: presets are for arch_type='unet', not {arch_type!r}")
+        kwargs['preset'] = preset
+    model = builder(meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
     model.config['arch'] = meta.name
     if loss_func is None and getattr(dls, 'void_code', None) is not None:
         loss_func = CrossEntropyLossFlat(axis=1, ignore_index=dls.void_code)
@@ -97,3 +100,12 @@ class AutocastBF16(Callback):
         "Leave the autocast region, also when a batch or the fit is cancelled before `after_loss`."
         if self.active: self.ctx.__exit__(None, None, None); self.active = False
     after_cancel_batch = after_cancel_fit = after_fit = _exit
+
+# %% ../nbs/11_learner.ipynb #5841f06c
+@patch
+def predict_tiled(self: Learner, img, tile=512, overlap=0.25, blend='gaussian', pad_mode='reflect', bs=4,
+                  tta=False, progress=True, out='probs', normalize=None, align=None, channels_last=True, fuse=True):
+    "`predict_tiled` with this learner's model and its `dls.after_batch` normalisation."
+    return predict_tiled(self, img, tile=tile, overlap=overlap, blend=blend, pad_mode=pad_mode, bs=bs, tta=tta,
+                         progress=progress, out=out, normalize=normalize, align=align, channels_last=channels_last,
+                         fuse=fuse)   # `@patch` keeps the global

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from ..models import DynamicUnet
 from .fold import prepare_for_export
+from ..preprocess import pad_index
 
 # %% auto #0
 __all__ = ['ExportableUnet', 'export_torchscript', 'export_program', 'export_onnx']
@@ -19,13 +20,8 @@ __all__ = ['ExportableUnet', 'export_torchscript', 'export_program', 'export_onn
 # %% ../../nbs/41_inference.export.ipynb #390372e6
 def _pad_index(n, size, start, mode: str, device):
     "Source index in `[0, n)` of each of `size` positions of a signal padded with `start` on the left."
-    i = torch.arange(size, device=device) - start
-    if mode == 'reflect':
-        i = i.abs()
-        return torch.where(i >= n, 2*(n-1) - i, i)
-    if mode == 'replicate': return torch.where(i >= n, n-1, i).clamp(min=0)
-    if mode == 'circular': return torch.remainder(i, n)
-    raise ValueError(f"pad_mode={mode!r}: dynamic-size export supports 'reflect', 'replicate' and 'circular'")
+    if mode == 'constant': raise ValueError("pad_mode='constant': dynamic-size export supports 'reflect', 'replicate' and 'circular'")
+    return pad_index(torch.arange(size, device=device) - start, n, mode)
 
 class ExportableUnet(nn.Module):
     "Wraps a padding `DynamicUnet` (`pad_mode='reflect'`...) so `torch.export`/ONNX trace one graph for all sizes `>= stride+1`: branch-free pad and crop."
@@ -46,18 +42,14 @@ class ExportableUnet(nn.Module):
 def _graph_module(model, example, dynamic_hw=True):
     "What to trace: the model if it pads nothing, else `ExportableUnet` (exact for H, W >= stride), or the model at a fixed size below the stride."
     if getattr(model, 'pad_mode', None) is None:      # `pad_mode=None`: no branch on sizes; cut by `index_select`s
-        for m in model.modules():
-            if hasattr(m, 'gather'): m.gather = True
-        return model
+        return model.for_export() if isinstance(model, DynamicUnet) else model
     if dynamic_hw or min(example.shape[-2:]) >= model.stride: return ExportableUnet(model).eval()
     return model
 
 def _min_hw(model):
     "The smallest H and W of a dynamic-size export: the bottleneck must be 2 pixels or more (`torch.export` specialises 1s)."
     s = int(model.stride)
-    rounds_down = getattr(model, 'pad_mode', 'reflect') is None and (
-        getattr(model, 'pad_final', 0) or any(getattr(b, 'pad_up', 0) for b in getattr(model, 'blocks', [])))
-    return 2*s if rounds_down else s+1      # an encoder that rounds down (VGG) maps 33..63 to a 1-pixel bottleneck
+    return 2*s if getattr(model, 'rounds_down', False) else s+1      # an encoder that rounds down (VGG) maps 33..63 to a 1-pixel bottleneck
 
 def _dynamic_shapes(model, dynamic_hw=True):
     batch = torch.export.Dim('batch', min=1)

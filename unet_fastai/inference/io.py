@@ -14,8 +14,8 @@ import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
 from .. import __version__
-from ..models import (DynamicUnet, create_unet_model, create_unetpp_model, load_fastai_state_dict, encoders,
-                                encoder_meta)
+from ..models import DynamicUnet, load_fastai_state_dict, build_model, migrate_state_dict
+from ..preprocess import find_stats, stats_list
 
 # %% auto #0
 __all__ = ['save_model', 'load_model', 'load_fastai_weights']
@@ -29,20 +29,6 @@ def _plain(o):
     if hasattr(o, 'item') and getattr(o, 'ndim', 1) == 0: return o.item()
     return str(o)
 
-def _stats_list(stats):
-    if stats is None: return None
-    if len(stats) != 2: raise ValueError(f"stats: expected (mean, std), got {stats!r}")
-    # 8 significant digits: float32 stats such as 0.2 read 0.2, not 0.20000000298023224
-    return [[float(f'{v:.8g}') for v in torch.as_tensor(s).detach().cpu().flatten().tolist()] for s in stats]
-
-def _learner_stats(learn):
-    "`(mean, std)` of the first `Normalize` in `learn.dls.after_batch`, if any."
-    tfms = getattr(getattr(getattr(learn, 'dls', None), 'after_batch', None), 'fs', None) or []
-    for t in tfms:
-        if type(t).__name__ == 'Normalize' and getattr(t, 'mean', None) is not None and getattr(t, 'std', None) is not None:
-            return t.mean, t.std
-    return None
-
 def _is_learner(o): return hasattr(o, 'model') and hasattr(o, 'dls')
 
 def save_model(learn_or_model, path, stats=None, codes=None) -> Path:
@@ -55,11 +41,11 @@ def save_model(learn_or_model, path, stats=None, codes=None) -> Path:
         "(or `unet_learner`), or set `model.config` to the arguments of `create_unet_model`")
     if learn is not None:
         if codes is None: codes = getattr(learn.dls, 'vocab', None)
-        if stats is None: stats = _learner_stats(learn)
+        if stats is None: stats = find_stats(learn)
     if stats is None: stats = cfg.get('stats')
     if codes is None: codes = cfg.get('codes')
     config = dict(architecture='DynamicUnet', **{k: v for k, v in cfg.items() if k not in _reserved},
-                  stats=_stats_list(stats), codes=None if codes is None else [_plain(o) for o in codes],
+                  stats=stats_list(stats), codes=None if codes is None else [_plain(o) for o in codes],
                   unet_fastai_version=__version__)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -69,37 +55,6 @@ def save_model(learn_or_model, path, stats=None, codes=None) -> Path:
     return path
 
 # %% ../../nbs/42_inference.io.ipynb #da5d58d0
-_acts = {'Swish': nn.SiLU}     # fastai names without a torch.nn class of the same name
-
-def _build(config, cfg_f):
-    arch = config['arch']
-    if arch not in encoders:      # a timm model, or an unregistered torchvision builder recorded by its name
-        try: encoder_meta(arch)
-        except (KeyError, ImportError):
-            try: arch = torchvision.models.get_model_builder(arch)
-            except ValueError: raise ValueError(f"load_model: {cfg_f}: arch={arch!r} is neither a registered encoder "
-                                                f"({sorted(encoders)}), a timm model nor a torchvision model") from None
-    builders = {'unet': create_unet_model, 'unet++': create_unetpp_model}
-    arch_type = config.get('arch_type', 'unet')
-    if arch_type not in builders: raise ValueError(
-        f"load_model: {cfg_f}: arch_type={arch_type!r}: expected one of {list(builders)}")
-    kwargs = {k: v for k, v in config.items()
-              if k not in _reserved + ('arch', 'arch_type', 'n_out', 'img_size', 'n_in', 'cut')}
-    if 'act_cls' in kwargs:
-        name = kwargs['act_cls']
-        act = _acts.get(name, getattr(nn, str(name), None))
-        if not (isinstance(act, type) and issubclass(act, nn.Module)): raise ValueError(
-            f"load_model: {cfg_f}: act_cls={name!r} is not a torch.nn activation")
-        kwargs['act_cls'] = act
-    if 'init' in kwargs:          # initialisation is overwritten by the saved weights anyway
-        init = getattr(nn.init, str(kwargs.pop('init')), None)
-        if callable(init): kwargs['init'] = init
-    try:
-        return builders[arch_type](arch, config['n_out'], config['img_size'], pretrained=False, cut=config.get('cut'),
-                                   n_in=config.get('n_in', 3), **kwargs)
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(f"load_model: {cfg_f}: cannot build the model it describes: {e}") from None
-
 def _check_weights(model, sd, cfg_f, w_f):
     "Raise a `ValueError` naming both files and the mismatching keys if `sd` does not fit `model`."
     want = model.state_dict()
@@ -127,12 +82,11 @@ def load_model(path, device='cpu') -> DynamicUnet:
     if not isinstance(config, dict) or config.get('architecture') != 'DynamicUnet': raise ValueError(
         f"load_model: {cfg_f}: architecture={config.get('architecture') if isinstance(config, dict) else None!r}, "
         f"expected 'DynamicUnet'")
-    missing = [k for k in ('arch', 'n_out', 'img_size') if k not in config]
-    if missing: raise ValueError(f"load_model: {cfg_f} lacks {missing}")
     try: sd = load_file(str(w_f), device='cpu')
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"load_model: {w_f} is not a valid safetensors file ({e})") from None
-    model = _build(config, cfg_f)
+    model = build_model({k: v for k, v in config.items() if k not in _reserved}, source=f"load_model: {cfg_f}")
+    if isinstance(model, DynamicUnet): migrate_state_dict(sd)     # key names of the first release
     _check_weights(model, sd, cfg_f, w_f)
     model.load_state_dict(sd)
     model.config = config

@@ -10,47 +10,11 @@ import math, warnings
 import numpy as np
 import torch
 import torch.nn as nn
-from fastcore.basics import patch
 from .fold import inference_model
+from ..preprocess import to_chw, pad_index, pad_modes, find_normalize, normalize_input
 
 # %% auto #0
-__all__ = ['pad_modes', 'to_chw', 'pad_index', 'gaussian_weights', 'flip_tta', 'predict_tiled']
-
-# %% ../../nbs/43_inference.tiled.ipynb #7ca21bbc
-def to_chw(img) -> torch.Tensor:
-    "`img` (PIL image, numpy (H,W) or (H,W,C), tensor (C,H,W), (1,C,H,W) or (H,W)) as a (C,H,W) tensor of the same dtype."
-    if hasattr(img, 'getbands') and hasattr(img, 'size'): img = np.asarray(img)   # PIL, without importing it
-    if isinstance(img, np.ndarray):
-        if img.ndim == 2: img = img[None]
-        elif img.ndim == 3: img = img.transpose(2, 0, 1)
-        else: raise ValueError(f"img: numpy array of shape {img.shape}: expected (H,W) or (H,W,C)")
-        if img.dtype == np.bool_: img = img.astype(np.uint8)
-        if not img.flags.writeable or any(st < 0 for st in img.strides): img = img.copy()   # torch needs both
-        return torch.from_numpy(img)
-    if isinstance(img, torch.Tensor):
-        if img.ndim == 4:
-            if img.shape[0] != 1: raise ValueError(
-                f"img: tensor of shape {tuple(img.shape)} is a batch of {img.shape[0]}; pass one image at a time")
-            img = img[0]
-        elif img.ndim == 2: img = img[None]
-        elif img.ndim != 3: raise ValueError(f"img: tensor of shape {tuple(img.shape)}: expected (C,H,W) or (1,C,H,W)")
-        return img.detach()
-    raise TypeError(f"img: expected a PIL image, a numpy array or a tensor, got {type(img).__name__}")
-
-# %% ../../nbs/43_inference.tiled.ipynb #5ed391fa
-pad_modes = ('reflect', 'replicate', 'circular', 'constant')
-
-def pad_index(idx: torch.Tensor, n: int, mode='reflect') -> torch.Tensor:
-    "Map indices `idx` (any integers) into `[0, n)` as padding `mode` does; for `'constant'` outside indices become -1."
-    if mode == 'reflect':
-        if n == 1: return torch.zeros_like(idx)
-        period = 2*(n-1)
-        idx = idx.remainder(period)
-        return torch.where(idx >= n, period - idx, idx)
-    if mode == 'replicate': return idx.clamp(0, n-1)
-    if mode == 'circular': return idx.remainder(n)
-    if mode == 'constant': return torch.where((idx >= 0) & (idx < n), idx, torch.full_like(idx, -1))
-    raise ValueError(f"pad_mode={mode!r}: expected one of {pad_modes}")
+__all__ = ['gaussian_weights', 'flip_tta', 'predict_tiled']
 
 # %% ../../nbs/43_inference.tiled.ipynb #c724e7e1
 def gaussian_weights(n: int, sigma_scale=0.125) -> torch.Tensor:
@@ -75,15 +39,6 @@ def _axis_plan(size, t_in, t_out, overlap, same_size, align=1):
     return t_in, t_out, m, [i*s for i in range(n-1)] + [last], m
 
 # %% ../../nbs/43_inference.tiled.ipynb #a80ef0bb
-def _find_normalize(learn):
-    "(mean, std, div) from a fastai `Learner`'s `dls.after_batch`; `None`s for what is not there."
-    mean = std = None; div = 255.
-    for t in getattr(getattr(learn.dls, 'after_batch', None), 'fs', None) or []:
-        name = type(t).__name__
-        if name == 'Normalize' and getattr(t, 'mean', None) is not None: mean, std = t.mean, t.std
-        elif name == 'IntToFloatTensor': div = float(getattr(t, 'div', 255.) or 1.)
-    return (mean, std) if mean is not None else None, div
-
 def _progress(it, total, show):
     if not show or total <= 1: return it
     try:
@@ -153,7 +108,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     bs, model, div = int(bs), model_or_learner, 255.
     if hasattr(model_or_learner, 'model') and hasattr(model_or_learner, 'dls'):     # a fastai Learner
         model = model_or_learner.model
-        norm, div = _find_normalize(model_or_learner)
+        norm, div = find_normalize(model_or_learner)
         if normalize is None: normalize = norm
     if not callable(model): raise TypeError(f"model: expected a module or a callable, got {type(model).__name__}")
     x = to_chw(img)
@@ -164,15 +119,9 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     p = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     device = p.device if p is not None else torch.device('cpu')
     dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-    if normalize is not None:
-        mean, std = (torch.as_tensor(o, dtype=torch.float32).detach().cpu().flatten().view(1, -1, 1, 1).to(device)
-                     for o in normalize)
 
     def prep(t):                           # raw pixels (n,C,h,w) -> model input
-        t = t.to(device)
-        t = t.float().div_(div) if t.dtype == torch.uint8 else t.float()
-        if normalize is not None: t = (t - mean) / std
-        t = t.to(dtype)
+        t = normalize_input(t.to(device), normalize, div, dtype)
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
     def act(y):
@@ -254,18 +203,3 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
     finally:
         if isinstance(model, nn.Module): model.train(was_training)
     return lbl if band else acc
-
-# %% ../../nbs/43_inference.tiled.ipynb #f62ad7a4
-try:
-    with warnings.catch_warnings():            # fastai's import triggers torch deprecation warnings
-        warnings.simplefilter('ignore', FutureWarning)
-        from fastai.learner import Learner
-
-    @patch
-    def predict_tiled(self: Learner, img, tile=512, overlap=0.25, blend='gaussian', pad_mode='reflect', bs=4,
-                      tta=False, progress=True, out='probs', normalize=None, align=None, channels_last=True, fuse=True):
-        "`predict_tiled` with this learner's model and its `dls.after_batch` normalisation."
-        return predict_tiled(self, img, tile=tile, overlap=overlap, blend=blend, pad_mode=pad_mode, bs=bs, tta=tta,
-                             progress=progress, out=out, normalize=normalize, align=align, channels_last=channels_last,
-                             fuse=fuse)   # `@patch` keeps the global
-except ImportError: pass

@@ -6,24 +6,78 @@ Docs: https://unet-fastai.github.io/unet_fastai/models.unet.html.md"""
 
 # %% ../../nbs/02_models.unet.ipynb #d3054364
 from __future__ import annotations
-import math
-from typing import List
+import copy, math
+from dataclasses import dataclass
+from typing import List, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .layers import *
 from .encoders import *
+from .config import unet_config, preset_options, register_architecture
 
 # %% auto #0
-__all__ = ['unet_presets', 'get_sz_change_idxs', 'apply_init', 'pow2_floor', 'fit_to', 'shuffle_cat', 'UnetBlock',
-           'decoder_widths', 'fit_pad', 'DynamicUnet', 'fastai_layout', 'load_fastai_state_dict', 'unet_config',
-           'preset_options', 'create_unet_model']
+__all__ = ['decoder_channel_opts', 'middle_opts', 'head_opts', 'pad_mode_opts', 'get_sz_change_idxs', 'fit_pad', 'EncoderPlan',
+           'plan_encoder', 'apply_init', 'pow2_floor', 'fit_to', 'shuffle_cat', 'FitTo', 'UnetBlock', 'pick',
+           'decoder_widths', 'head_width', 'UnetDecoder', 'UnetHead', 'pad_to_stride', 'unpad', 'DynamicUnet',
+           'migrate_state_dict', 'fastai_layout', 'load_fastai_state_dict', 'create_unet_model']
 
 # %% ../../nbs/02_models.unet.ipynb #c054cd33
 def get_sz_change_idxs(sizes):
     "Indices `i` where the spatial size changes between child `i` and child `i+1`."
     szs = [tuple(s[-2:]) for s in sizes]
     return [i for i in range(len(szs)-1) if szs[i] != szs[i+1]]
+
+# %% ../../nbs/02_models.unet.ipynb #bd6f5e77
+@torch.no_grad()
+def fit_pad(layers, n_in, factor, k=8):
+    "Rows an upsampling ×`factor` of `layers`' output may lack against `layers`' input (0 if `layers` round sizes up)."
+    p = next(layers.parameters(), None)
+    was_training = layers.training
+    layers.eval()
+    res = 0
+    for n in range(factor*k + 1, factor*(k+1) + 1):      # every residue mod `factor`
+        t = torch.zeros(1, n_in, n, n) if p is None else p.new_zeros(1, n_in, n, n)
+        res = max(res, n - factor*layers(t).shape[-2])
+    layers.train(was_training)
+    return res
+
+@dataclass
+class EncoderPlan:
+    "What a decoder needs to know of an encoder at `img_size`: its skips (shallow first), their widths, and its strides."
+    n_in: int             # input channels
+    img_size: tuple       # (H, W) of the inspection pass
+    sizes: list           # output shape of each child of the encoder
+    idxs: list            # the children whose outputs are the skips (fastai's `_get_sz_change_idxs`)
+    chs: list             # each skip's channels
+    factors: list         # each skip's resolution over the level below it (2, or fastai's resize for any other)
+    out_ch: int           # channels of the encoder's output
+    stride: int           # the encoder's total stride (32 for a ResNet)
+    n_up: int             # factors of 2 from the shallowest skip back to the input (1 for a ResNet)
+
+    def levels(self, encoder):
+        "The encoder's children from each skip (exclusive) to the next level's end (inclusive), shallow first."
+        ends = self.idxs + [len(encoder)-1]
+        return [encoder[i+1:ends[k+1]+1] for k, i in enumerate(self.idxs)]
+
+    def fit_pads(self, encoder):
+        "`(per skip, final)`: the rows each ×2 upsampling may lack against its skip, and the final one against the input."
+        pads = [fit_pad(l, c, 2) if f == 2 else 0 for l, c, f in zip(self.levels(encoder), self.chs, self.factors)]
+        return pads, (fit_pad(encoder[:self.idxs[0]+1], self.n_in, 2**self.n_up) if self.n_up else 0)
+
+def plan_encoder(encoder, img_size) -> EncoderPlan:
+    "Inspect `encoder` (an `nn.Sequential`) with one dummy pass at `img_size`: the `EncoderPlan` U-Net decoders are built from."
+    if not isinstance(encoder, nn.Sequential): raise TypeError(
+        f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
+    img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(int(o) for o in img_size)
+    sizes = model_sizes(encoder, img_size)
+    idxs = get_sz_change_idxs(sizes)
+    if not idxs: raise ValueError(f"img_size={img_size}: the encoder never changes resolution at this size")
+    ends = idxs + [len(encoder)-1]
+    return EncoderPlan(in_channels(encoder), img_size, sizes, idxs, chs=[int(sizes[i][1]) for i in idxs],
+                       factors=[round(sizes[i][-2] / sizes[ends[k+1]][-2]) for k, i in enumerate(idxs)],
+                       out_ch=int(sizes[-1][1]), stride=int(2**round(math.log2(img_size[0] / sizes[-1][-2]))),
+                       n_up=round(math.log2(img_size[0] / sizes[idxs[0]][-2])))
 
 # %% ../../nbs/02_models.unet.ipynb #ad98883b
 def apply_init(m, func=nn.init.kaiming_normal_):
@@ -67,36 +121,125 @@ def shuffle_cat(u, rest: List[torch.Tensor], pad: int = 0, gather: bool = False,
         c += r.shape[1]
     return out
 
+class FitTo(nn.Module):
+    "Fit an upsampled map to `h`×`w`: cut it (`fit_to`, after repeating `pad` rows an encoder that rounds down lacks), or resize it with nearest interpolation as fastai does (`interp`, for a level that is not ×2)."
+    def __init__(self, pad: int = 0, interp: bool = False):
+        super().__init__()
+        self.pad, self.interp = int(pad), bool(interp)
+        self.gather = False   # cut by `index_select` instead of slicing: see `DynamicUnet.for_export`
+
+    def forward(self, x, h: int, w: int):
+        if self.interp: return F.interpolate(x, (h, w), mode='nearest')
+        return fit_to(x, h, w, self.pad, self.gather)
+
+    def extra_repr(self): return 'interp=True' if self.interp else f'pad={self.pad}'
+
 class UnetBlock(nn.Module):
     "A U-Net decoder block: `PixelShuffle_ICNR` upsampling, BatchNorm on the skip, concat, two convs."
     def __init__(self, up_in_c, x_in_c, final_div=True, blur=False, act_cls=nn.ReLU, self_attention=False,
-                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, nf=None, skip_bn=True, **kwargs):
+                 init=nn.init.kaiming_normal_, norm_type=None, pow2=False, nf=None, skip_bn=True, fit=None, **kwargs):
         super().__init__()
         self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c//2, blur=blur, act_cls=act_cls, norm_type=norm_type)
         self.bn = BatchNorm(x_in_c) if skip_bn else nn.Identity()   # `skip_bn=False`: the skip as the encoder gives it
         ni = up_in_c//2 + x_in_c
-        nf, width = (ni if final_div else ni//2), nf
-        if pow2: nf = pow2_floor(nf)                   # `decoder_channels='pow2'`: 384 -> 256, 96 -> 64
-        if width is not None: nf = int(width)          # an explicit width (`decoder_channels='narrow'` or a list)
+        nf = int(nf) if nf is not None else (pow2_floor if pow2 else int)(ni if final_div else ni//2)
         self.conv1 = ConvLayer(ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
         self.conv2 = ConvLayer(nf, nf, act_cls=act_cls, norm_type=norm_type,
                                xtra=SelfAttention(nf) if self_attention else None, **kwargs)
         self.relu = act_layer(act_cls)
         self.nf = nf
-        self.pad_up, self.interp, self.gather = 0, False, False   # how the upsampled map is fitted to the skip (see `DynamicUnet`)
-        self.fuse_cat = not blur   # without autograd, shuffle straight into the concatenation (`shuffle_cat`)
+        self.fit = fit if fit is not None else FitTo()
+        self.fuse_cat = not (blur or self.fit.interp)   # without autograd, shuffle straight into the concatenation
         apply_init(nn.Sequential(self.conv1, self.conv2), init)
 
     def forward(self, up_in, s):
-        if self.fuse_cat and not (self.interp or torch.is_grad_enabled()):
-            return self.conv2(self.conv1(self.relu(shuffle_cat(self.shuf[0](up_in), [self.bn(s)], self.pad_up, self.gather))))
-        up_out = self.shuf(up_in)
-        if self.interp: up_out = F.interpolate(up_out, s.shape[-2:], mode='nearest')
-        else: up_out = fit_to(up_out, s.shape[-2], s.shape[-1], self.pad_up, self.gather)
-        cat_x = self.relu(torch.cat([up_out, self.bn(s)], dim=1))
-        return self.conv2(self.conv1(cat_x))
+        if self.fuse_cat and not torch.is_grad_enabled():
+            return self.conv2(self.conv1(self.relu(shuffle_cat(self.shuf[0](up_in), [self.bn(s)], self.fit.pad, self.fit.gather))))
+        up_out = self.fit(self.shuf(up_in), s.shape[-2], s.shape[-1])
+        return self.conv2(self.conv1(self.relu(torch.cat([up_out, self.bn(s)], dim=1))))
 
 # %% ../../nbs/02_models.unet.ipynb #2d3dbb48
+def pick(table, name, value):
+    "`table[value]`'s entry, or a `ValueError` that names `name`, `value` and every key of `table` with its description."
+    try:
+        if value in table: return table[value][1]
+    except TypeError: pass     # unhashable (a list)
+    raise ValueError(f"{name}={value!r}: expected " + ', '.join(f"{k!r} ({d})" for k, (d, _) in table.items()))
+
+def _tapered(n): return [48 if k == 0 else 64 << max(0, k-2) for k in reversed(range(n))]   # ..., 128, 64, 64, 48
+
+# Each option's values: key -> (description, what it builds). The keys and descriptions also make the error messages.
+decoder_channel_opts = {
+    'fastai':  ("fastai's widths", lambda n: (False, [None]*n)),
+    'pow2':    ("fastai's, rounded down to powers of 2", lambda n: (True, [None]*n)),
+    'narrow':  ("256, 128, 64, ... as smp's U-Net", lambda n: (False, [max(16, 256 >> i) for i in range(n)])),
+    'tapered': ("..., 128, 64, 64, 48", lambda n: (False, _tapered(n))),
+}
+middle_opts = {
+    'fastai': ("ni -> 2ni -> ni", lambda ni, conv: [conv(ni, ni*2), conv(ni*2, ni)]),
+    'slim':   ("one conv ni -> ni", lambda ni, conv: [conv(ni, ni)]),
+    'none':   ("the first block upsamples the encoder's output", lambda ni, conv: []),
+}
+head_opts = {
+    'fastai': ("last cross at the decoder's width", lambda ni: None),
+    'light':  ("at half of it, at least 16", lambda ni: max(16, ni//2)),
+}
+pad_mode_opts = {
+    None:        ("no padding: upsampled maps are cut to the skips", None),
+    'reflect':   ("the input mirrored to a multiple of the encoder's stride", 'reflect'),
+    'replicate': ("its border repeated", 'replicate'),
+    'circular':  ("wrapped around", 'circular'),
+}
+
+def decoder_widths(decoder_channels, n_blocks):
+    "`(pow2, widths)`: the `UnetBlock` output widths `decoder_channels` asks for (`None`: fastai's rule), deepest first."
+    if isinstance(decoder_channels, (list, tuple)) and all(isinstance(o, int) and o > 0 for o in decoder_channels):
+        if len(decoder_channels) != n_blocks: raise ValueError(
+            f"decoder_channels={list(decoder_channels)}: expected {n_blocks} widths, one per decoder block")
+        return False, list(decoder_channels)
+    try: return pick(decoder_channel_opts, 'decoder_channels', decoder_channels)(n_blocks)
+    except ValueError as e: raise ValueError(f"{e} or a list of {n_blocks} widths") from None
+
+def head_width(head, ni):
+    "The last cross's width `head` asks for after a decoder `ni` wide (`None`: fastai's, the decoder's width plus the input's)."
+    if isinstance(head, int) and not isinstance(head, bool):
+        if head > 0: return head
+    else:
+        try: return pick(head_opts, 'head', head)(ni)
+        except ValueError as e: raise ValueError(f"{e} or a width (an int > 0)") from None
+    raise ValueError(f"head={head!r}: expected " + ', '.join(f"{k!r} ({d})" for k, (d, _) in head_opts.items())
+                     + " or a width (an int > 0)")
+
+# %% ../../nbs/02_models.unet.ipynb #ffbca58d
+class UnetDecoder(nn.Module):
+    "BatchNorm and ReLU on the encoder's output, the middle conv, then one `UnetBlock` per skip of `plan`, deepest first."
+    def __init__(self, plan: EncoderPlan, fit_pads=None, blur=False, blur_final=True, self_attention=False,
+                 act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None, decoder_channels='fastai',
+                 middle='fastai', skip_bn=True, **kwargs):
+        super().__init__()
+        ni, n = plan.out_ch, len(plan.idxs)
+        self.bn, self.relu = BatchNorm(ni), nn.ReLU(inplace=True)
+        conv = lambda a, b: ConvLayer(a, b, act_cls=act_cls, norm_type=norm_type, **kwargs)
+        self.middle_conv = nn.Sequential(*pick(middle_opts, 'middle', middle)(ni, conv))
+        self.pow2, widths = decoder_widths(decoder_channels, n)
+        fit_pads = fit_pads or [0]*n
+        blocks = []
+        for i, k in enumerate(reversed(range(n))):          # k: the skip, from the deepest (n-1) to the shallowest (0)
+            blocks.append(UnetBlock(ni, plan.chs[k], final_div=k > 0, blur=blur and (k > 0 or blur_final),
+                                    self_attention=self_attention and i == n-3, act_cls=act_cls, init=init,
+                                    norm_type=norm_type, pow2=self.pow2, nf=widths[i], skip_bn=skip_bn,
+                                    fit=FitTo(fit_pads[k], interp=plan.factors[k] != 2), **kwargs))
+            ni = blocks[-1].nf
+        self.blocks, self.nf = nn.ModuleList(blocks), ni
+
+    def forward(self, x, skips: List[torch.Tensor]):
+        "`x`, the encoder's output, and `skips`, shallow first, to the finest decoder map."
+        y = self.middle_conv(self.relu(self.bn(x)))
+        n = len(skips)
+        for i, blk in enumerate(self.blocks): y = blk(y, skips[n-1-i])
+        return y
+
+# %% ../../nbs/02_models.unet.ipynb #6479aa54
 def _shrink_conv(conv, scale=0.1):
     "Scale the weights of `conv` by `scale` (weight norm: its magnitude `g`) and zero its bias."
     with torch.no_grad():
@@ -105,127 +248,87 @@ def _shrink_conv(conv, scale=0.1):
         elif hasattr(pw, 'original0'): pw.original0.mul_(scale)
         if conv.bias is not None: conv.bias.zero_()
 
-def decoder_widths(decoder_channels, n_blocks):
-    "`(pow2, widths)`: the `UnetBlock` output widths `decoder_channels` asks for (`None`: fastai's rule), deepest first."
-    if decoder_channels in ('fastai', 'pow2'): return decoder_channels == 'pow2', [None]*n_blocks
-    if decoder_channels == 'narrow': return False, [max(16, 256 >> i) for i in range(n_blocks)]
-    if decoder_channels == 'tapered':   # 48, 64, 64, 128, 256, ... from the finest block
-        return False, [48 if k == 0 else 64 << max(0, k-2) for k in reversed(range(n_blocks))]
-    if isinstance(decoder_channels, (list, tuple)) and all(isinstance(o, int) and o > 0 for o in decoder_channels):
-        if len(decoder_channels) != n_blocks: raise ValueError(
-            f"decoder_channels={list(decoder_channels)}: expected {n_blocks} widths, one per decoder block")
-        return False, list(decoder_channels)
-    raise ValueError(f"decoder_channels={decoder_channels!r}: expected 'fastai' (fastai's widths), 'pow2' (rounded down "
-                     f"to powers of 2), 'narrow' (256, 128, 64, ... as smp's U-Net), 'tapered' (..., 128, 64, 64, 48) or a "
-                     f"list of {n_blocks} widths")
+class UnetHead(nn.Module):
+    "From the finest decoder map (`ni` channels) to the output: back to the input's resolution (`n_up` PixelShuffles), the last cross with the input (a `ResBlock`), `upscale`'s PixelShuffles, the final 1×1 conv, `y_range`, and with `residual` the (upsampled) input added."
+    def __init__(self, ni, n_in, n_out, n_up=1, fit_pad=0, blur=False, last_cross=True, bottle=False, act_cls=nn.ReLU,
+                 norm_type=None, head='fastai', pow2=False, upscale=1, residual=False, y_range=None, **kwargs):
+        super().__init__()
+        if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
+            raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
+        if residual and n_out != n_in: raise ValueError(f"residual=True: n_out={n_out} must equal the input's {n_in} channels")
+        w = head_width(head, ni)
+        nh = ni if w is None else (w - n_in if last_cross and w - n_in >= 8 else w)   # the shuffle fills w - n_in channels, the input the rest
+        ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
+        ni = nh if ups else ni
+        self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
+        self.fit = FitTo(fit_pad)
+        self.fuse_cat = isinstance(self.shuf, PixelShuffle_ICNR) and len(self.shuf) == 2 and last_cross   # see `UnetBlock`
+        self.last_cross = last_cross
+        if last_cross:
+            ni += n_in
+            nf = ni if w is None else w
+            nf = nf//2 if bottle else nf
+            nf = pow2_floor(nf) if pow2 else nf
+            self.res_block = ResBlock(1, ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
+            ni = nf
+        else: self.res_block = nn.Identity()
+        self.upscale = int(upscale)        # super-resolution: one more PixelShuffle per factor of 2, after the last cross
+        sr = [PixelShuffle_ICNR(ni, blur=blur, act_cls=act_cls, norm_type=norm_type) for _ in range(int(math.log2(upscale)))]
+        self.upsample = nn.Sequential(*sr) if sr else nn.Identity()
+        self.final_conv = ConvLayer(ni, n_out, ks=1, act_cls=None, norm_type=norm_type, **kwargs)
+        self.act = SigmoidRange(*y_range) if y_range is not None else nn.Identity()
+        self.residual = bool(residual)     # restoration: start near the (bicubically upsampled) input
+        if self.residual: _shrink_conv(self.final_conv[0])
 
-@torch.no_grad()
-def fit_pad(layers, n_in, factor, k=8):
-    "Rows an upsampling ×`factor` of `layers`' output may lack against `layers`' input (0 if `layers` round sizes up)."
-    p = next(layers.parameters(), None)
-    was_training = layers.training
-    layers.eval()
-    res = 0
-    for n in range(factor*k + 1, factor*(k+1) + 1):      # every residue mod `factor`
-        t = torch.zeros(1, n_in, n, n) if p is None else p.new_zeros(1, n_in, n, n)
-        res = max(res, n - factor*layers(t).shape[-2])
-    layers.train(was_training)
-    return res
+    def forward(self, y, x):
+        "`y`, the finest decoder map, and `x`, the (padded) input, to the output."
+        if self.fuse_cat and not torch.is_grad_enabled():
+            y = self.res_block(shuffle_cat(self.shuf[0](y), [x], self.fit.pad, self.fit.gather))
+        else:
+            y = self.fit(self.shuf(y), x.shape[-2], x.shape[-1])
+            if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
+        y = self.act(self.final_conv(self.upsample(y)))
+        k = self.upscale
+        if self.residual: y = y + (F.interpolate(x, scale_factor=float(k), mode='bicubic', align_corners=False) if k > 1 else x)
+        return y
+
+# %% ../../nbs/02_models.unet.ipynb #e83dc5cd
+def pad_to_stride(x, stride: int, mode: Optional[str]):
+    "`x` padded (centred, with `mode`) so its height and width are multiples of `stride`; `x` itself if `mode` is None."
+    if mode is None: return x
+    h, w = x.shape[-2], x.shape[-1]
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph == 0 and pw == 0: return x
+    return F.pad(x, [pw//2, pw - pw//2, ph//2, ph - ph//2], mode=mode if (ph < h and pw < w) else 'replicate')
+
+def unpad(y, hp: int, wp: int, h: int, w: int, k: int = 1):
+    "The part of `y`, the output (`k` times the input's size) for an input padded from `h`×`w` to `hp`×`wp` by `pad_to_stride`, that belongs to the input."
+    top, left = (hp - h)//2*k, (wp - w)//2*k
+    return y[..., top:top+h*k, left:left+w*k]
 
 class DynamicUnet(nn.Module):
-    "Create a U-Net from a given `encoder` (an `nn.Sequential`), predicting `n_out` channels at the input's size (times `upscale`)."
+    "A U-Net on `encoder` (an `nn.Sequential`): `UnetDecoder` on its skips, then `UnetHead`, predicting `n_out` channels at the input's size (times `upscale`)."
     def __init__(self, encoder, n_out, img_size, blur=False, blur_final=True, self_attention=False, y_range=None,
                  last_cross=True, bottle=False, act_cls=nn.ReLU, init=nn.init.kaiming_normal_, norm_type=None,
                  pad_mode=None, upscale=1, residual=False, decoder_channels='fastai', middle='fastai',
                  head='fastai', skip_bn=True, **kwargs):
         super().__init__()
-        if not isinstance(encoder, nn.Sequential): raise TypeError(
-            f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
-        if isinstance(img_size, int): img_size = (img_size, img_size)
-        img_size = tuple(int(o) for o in img_size)
-        if int(upscale) != upscale or upscale < 1 or int(upscale) & (int(upscale)-1):
-            raise ValueError(f"upscale={upscale!r}: expected a power of 2 (1, 2, 4, ...)")
-        self.upscale = int(upscale)
-        if middle not in ('fastai', 'slim', 'none'): raise ValueError(
-            f"middle={middle!r}: expected 'fastai' (ni -> 2ni -> ni), 'slim' (one conv ni -> ni) or 'none'")
-        if pad_mode not in (None, 'reflect', 'replicate', 'circular'): raise ValueError(
-            f"pad_mode={pad_mode!r}: expected None (no padding: upsampled maps are cut to the skips), 'reflect', "
-            f"'replicate' or 'circular' (the input is padded to a multiple of the encoder's stride)")
-        if not (head in ('fastai', 'light') or (isinstance(head, int) and not isinstance(head, bool) and head > 0)):
-            raise ValueError(f"head={head!r}: expected 'fastai' (last cross at the decoder's width), 'light' (at half of "
-                             f"it, at least 16) or a width (an int > 0)")
-        self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
-        self.n_in = in_channels(encoder)
-        sizes = model_sizes(encoder, img_size)
-        self.sz_idxs: List[int] = get_sz_change_idxs(sizes)
-        if not self.sz_idxs: raise ValueError(f"img_size={img_size}: the encoder never changes resolution at this size")
-        self.stride = int(2**round(math.log2(img_size[0] / sizes[-1][-2])))
+        self.pad_mode = pick(pad_mode_opts, 'pad_mode', pad_mode)
+        plan = plan_encoder(encoder, img_size)
+        self.encoder, self.n_out, self.img_size, self.n_in, self.stride = encoder, n_out, plan.img_size, plan.n_in, plan.stride
+        self.sz_idxs: List[int] = plan.idxs
+        pads, final_pad = plan.fit_pads(encoder) if pad_mode is None else (None, 0)
+        self.rounds_down = bool(final_pad or any(pads or []))    # an encoder that rounds odd sizes down (VGG)
+        self.decoder = UnetDecoder(plan, pads, blur=blur, blur_final=blur_final, self_attention=self_attention,
+                                   act_cls=act_cls, init=init, norm_type=norm_type, decoder_channels=decoder_channels,
+                                   middle=middle, skip_bn=skip_bn, **kwargs)
+        self.head = UnetHead(self.decoder.nf, plan.n_in, n_out, plan.n_up, final_pad, blur=blur, last_cross=last_cross,
+                             bottle=bottle, act_cls=act_cls, norm_type=norm_type, head=head, pow2=self.decoder.pow2,
+                             upscale=upscale, residual=residual, y_range=y_range, **kwargs)
+        apply_init(nn.Sequential(self.decoder.middle_conv, self.head.res_block), init)   # last and together, as fastai
+        self.register_load_state_dict_pre_hook(_migrate_hook)
 
-        ni = sizes[-1][1]
-        self.bn = BatchNorm(ni)
-        self.relu = nn.ReLU(inplace=True)
-        ends = sorted(self.sz_idxs) + [len(encoder)-1]   # the last child of each level of the encoder
-        if middle == 'fastai':
-            self.middle_conv = nn.Sequential(ConvLayer(ni, ni*2, act_cls=act_cls, norm_type=norm_type, **kwargs),
-                                             ConvLayer(ni*2, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
-        elif middle == 'slim': self.middle_conv = nn.Sequential(ConvLayer(ni, ni, act_cls=act_cls, norm_type=norm_type, **kwargs))
-        else: self.middle_conv = nn.Sequential()        # 'none': the first block upsamples the encoder's output
-        blocks, idxs = [], list(reversed(self.sz_idxs))
-        pow2, widths = decoder_widths(decoder_channels, len(idxs))
-        for i, idx in enumerate(idxs):
-            not_final = i != len(idxs)-1
-            blk = UnetBlock(ni, int(sizes[idx][1]), final_div=not_final, blur=blur and (not_final or blur_final),
-                            self_attention=self_attention and (i == len(idxs)-3), act_cls=act_cls, init=init,
-                            norm_type=norm_type, pow2=pow2, nf=widths[i], skip_bn=skip_bn, **kwargs)
-            nxt = ends[ends.index(idx)+1]                 # the level below the skip, which `blk` upsamples ×2
-            f = round(sizes[idx][-2] / sizes[nxt][-2])
-            if f != 2: blk.interp = True                  # an encoder level that is not ×2: resize as fastai does
-            elif pad_mode is None: blk.pad_up = fit_pad(encoder[idx+1:nxt+1], int(sizes[idx][1]), 2)
-            blocks.append(blk)
-            ni = blk.nf
-        self.blocks = nn.ModuleList(blocks)
-        # back to full resolution: one PixelShuffle per missing factor of 2 (one for a ResNet)
-        n_up = round(math.log2(img_size[0] / sizes[idxs[-1]][-2]))
-        nh = ni
-        if head != 'fastai':  # the last cross at width w (light: max(16, ni//2)): the shuffle fills w - n_in channels, the input the rest
-            w = max(16, ni//2) if head == 'light' else head
-            nh = w - self.n_in if last_cross and w - self.n_in >= 8 else w
-        ups = [PixelShuffle_ICNR(ni, nh if j == n_up-1 else ni, act_cls=act_cls, norm_type=norm_type) for j in range(n_up)]
-        ni = nh if ups else ni
-        self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
-        self.pad_final = fit_pad(encoder[:idxs[-1]+1], self.n_in, 2**n_up) if pad_mode is None and n_up else 0
-        self.gather = False       # `fit_to` by `index_select` rather than slicing: set for `torch.export` (see `export`)
-        self.fuse_cat = isinstance(self.shuf, PixelShuffle_ICNR) and len(self.shuf) == 2 and last_cross   # see `UnetBlock`
-        self.last_cross = last_cross
-        if last_cross:
-            ni += self.n_in
-            nf = ni if head == 'fastai' or ni == w else w
-            nf = nf//2 if bottle else nf
-            if pow2: nf = pow2_floor(nf)
-            self.res_block = ResBlock(1, ni, nf, act_cls=act_cls, norm_type=norm_type, **kwargs)
-            ni = nf
-        else: self.res_block = nn.Identity()
-        # super-resolution: one more PixelShuffle per factor of 2 of `upscale`, after the last cross
-        sr = [PixelShuffle_ICNR(ni, blur=blur, act_cls=act_cls, norm_type=norm_type) for _ in range(int(math.log2(self.upscale)))]
-        self.upsample = nn.Sequential(*sr) if sr else nn.Identity()
-        self.final_conv = ConvLayer(ni, n_out, ks=1, act_cls=None, norm_type=norm_type, **kwargs)
-        apply_init(nn.Sequential(self.middle_conv, self.res_block), init)
-        self.head_act = SigmoidRange(*y_range) if y_range is not None else nn.Identity()
-        # restoration: add the (bicubically upsampled) input to the output, and start near it (a small final conv)
-        self.residual = bool(residual)
-        if self.residual:
-            if n_out != self.n_in: raise ValueError(f"residual=True: n_out={n_out} must equal the input's {self.n_in} channels")
-            _shrink_conv(self.final_conv[0])
-
-    def pad(self, x):
-        "Pad `x` (centred, with `pad_mode`) so its height and width are multiples of the encoder's stride; `x` itself if `pad_mode` is None."
-        pm = self.pad_mode
-        if pm is None: return x
-        h, w = x.shape[-2], x.shape[-1]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        if ph == 0 and pw == 0: return x
-        mode = pm if (ph < h and pw < w) else 'replicate'
-        return F.pad(x, [pw//2, pw - pw//2, ph//2, ph - ph//2], mode=mode)
+    def pad(self, x): return pad_to_stride(x, self.stride, self.pad_mode)
 
     def forward(self, x):
         h, w = x.shape[-2], x.shape[-1]
@@ -235,30 +338,38 @@ class DynamicUnet(nn.Module):
         for i, l in enumerate(self.encoder):
             y = l(y)
             if i in self.sz_idxs: skips.append(y)
-        y = self.middle_conv(self.relu(self.bn(y)))
-        n = len(skips)
-        for i, blk in enumerate(self.blocks):
-            y = blk(y, skips[n-1-i])
-        if self.fuse_cat and not torch.is_grad_enabled():
-            y = self.res_block(shuffle_cat(self.shuf[0](y), [x], self.pad_final, self.gather))
-        else:
-            y = fit_to(self.shuf(y), x.shape[-2], x.shape[-1], self.pad_final, self.gather)
-            if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
-        y = self.head_act(self.final_conv(self.upsample(y)))
-        k = self.upscale
-        if self.residual: y = y + (F.interpolate(x, scale_factor=float(k), mode='bicubic', align_corners=False) if k > 1 else x)
-        top, left = (x.shape[-2] - h)//2*k, (x.shape[-1] - w)//2*k
-        return y[..., top:top+h*k, left:left+w*k]
+        return unpad(self.head(self.decoder(y, skips), x), x.shape[-2], x.shape[-1], h, w, self.head.upscale)
+
+    def for_export(self) -> DynamicUnet:
+        "A copy that cuts by `index_select` rather than slicing: the same values, and `torch.export` needs no guard on sizes, so one graph serves them all."
+        res = copy.deepcopy(self)
+        for m in res.modules():
+            if isinstance(m, FitTo): m.gather = True
+        return res
+
+# The state-dict keys of the first release, before the decoder and the head were modules of their own.
+_moved_keys = {'bn': 'decoder.bn', 'middle_conv': 'decoder.middle_conv', 'blocks': 'decoder.blocks',
+               'shuf': 'head.shuf', 'res_block': 'head.res_block', 'upsample': 'head.upsample', 'final_conv': 'head.final_conv'}
+
+def migrate_state_dict(sd, prefix=''):
+    "`sd` with the `DynamicUnet` keys of the first release (`blocks.0...`, `final_conv...`) renamed to today's, in place."
+    for k in [k for k in sd if k.startswith(prefix)]:
+        head, _, rest = k[len(prefix):].partition('.')
+        if head in _moved_keys and rest: sd[prefix + _moved_keys[head] + '.' + rest] = sd.pop(k)
+    return sd
+
+def _migrate_hook(module, sd, prefix, *args): migrate_state_dict(sd, prefix)
 
 # %% ../../nbs/02_models.unet.ipynb #ec21c247
 def fastai_layout(model: DynamicUnet):
     "Our attribute name for each of fastai's `DynamicUnet.layers`, in order (`None` for layers without state)."
-    res = ['encoder', 'bn', None, 'middle_conv'] + [f'blocks.{i}' for i in range(len(model.blocks))]
-    if isinstance(model.shuf, PixelShuffle_ICNR): res.append('shuf')
-    elif not isinstance(model.shuf, nn.Identity): raise ValueError("fastai's DynamicUnet has at most one final PixelShuffle")
-    res.append(None)                                   # ResizeToOrig
-    if model.last_cross: res += [None, 'res_block']    # MergeLayer, ResBlock
-    res.append('final_conv')
+    dec, head = model.decoder, model.head
+    res = ['encoder', 'decoder.bn', None, 'decoder.middle_conv'] + [f'decoder.blocks.{i}' for i in range(len(dec.blocks))]
+    if isinstance(head.shuf, PixelShuffle_ICNR): res.append('head.shuf')
+    elif not isinstance(head.shuf, nn.Identity): raise ValueError("fastai's DynamicUnet has at most one final PixelShuffle")
+    res.append(None)                                        # ResizeToOrig
+    if head.last_cross: res += [None, 'head.res_block']     # MergeLayer, ResBlock
+    res.append('head.final_conv')
     return res
 
 def _rename_norm_key(k, targets):
@@ -288,28 +399,7 @@ def load_fastai_state_dict(model: DynamicUnet, sd, strict=True):
                            f"n_in and options?).\n{e}") from None
 
 # %% ../../nbs/02_models.unet.ipynb #0e949c97
-def unet_config(meta, n_out, img_size, n_in=3, cut=None, **kwargs) -> dict:
-    "The JSON recipe of a U-Net on encoder `meta`: what `load_model` needs to rebuild it without pickle."
-    cfg = dict(arch=meta.name, n_out=int(n_out), img_size=[int(o) for o in img_size], n_in=int(n_in))
-    if cut is not None: cfg['cut'] = cut
-    for k, v in kwargs.items():
-        if k in ('act_cls', 'init'): v = getattr(v, '__name__', str(v))
-        elif k == 'norm_type': v = norm_name(v)
-        elif isinstance(v, tuple): v = list(v)
-        cfg[k] = v
-    return cfg
-
-unet_presets = {
-    'fastai': {},                                     # fastai's DynamicUnet, exactly
-    'fast': dict(norm_type='Batch', decoder_channels='tapered', middle='none', head=16, skip_bn=False),
-}
-
-def preset_options(preset, **kwargs) -> dict:
-    "The options of `preset` (see `unet_presets`), overridden by the ones given in `kwargs`."
-    if preset is None: return kwargs
-    if preset not in unet_presets: raise ValueError(f"preset={preset!r}: expected one of {list(unet_presets)} or None")
-    return {**unet_presets[preset], **kwargs}
-
+@register_architecture('unet')
 def create_unet_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, preset=None, **kwargs):
     "A `DynamicUnet` on the registered encoder `arch` (name or torchvision builder); `model.config` records the recipe."
     kwargs = preset_options(preset, **kwargs)

@@ -13,7 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .layers import *
 from .encoders import *
-from .unet import get_sz_change_idxs, apply_init, DynamicUnet, unet_config
+from .config import unet_config, register_architecture
+from .unet import apply_init, plan_encoder, pick, pad_mode_opts, pad_to_stride, unpad
 
 # %% auto #0
 __all__ = ['unetpp_widths', 'NestedBlock', 'DynamicUnetPlusPlus', 'DeepSupervisionLoss', 'create_unetpp_model']
@@ -50,18 +51,12 @@ class DynamicUnetPlusPlus(nn.Module):
                  self_attention=False, y_range=None, last_cross=True, bottle=False, act_cls=nn.ReLU,
                  init=nn.init.kaiming_normal_, norm_type=None, pad_mode='reflect', **kwargs):
         super().__init__()
-        if not isinstance(encoder, nn.Sequential): raise TypeError(
-            f"encoder: expected an nn.Sequential (see `create_body`), got {type(encoder).__name__}")
-        if isinstance(img_size, int): img_size = (img_size, img_size)
-        img_size = tuple(int(o) for o in img_size)
-        self.encoder, self.n_out, self.img_size, self.pad_mode = encoder, n_out, img_size, pad_mode
-        self.n_in = in_channels(encoder)
-        sizes = model_sizes(encoder, img_size)
-        self.sz_idxs: List[int] = get_sz_change_idxs(sizes)
-        if not self.sz_idxs: raise ValueError(f"img_size={img_size}: the encoder never changes resolution at this size")
-        self.stride = int(2**round(math.log2(img_size[0] / sizes[-1][-2])))
+        plan = plan_encoder(encoder, img_size)
+        self.encoder, self.n_out, self.img_size = encoder, n_out, plan.img_size
+        self.pad_mode = pick(pad_mode_opts, 'pad_mode', pad_mode)
+        self.n_in, self.stride, self.sz_idxs = plan.n_in, plan.stride, plan.idxs
         L = self.n_levels = len(self.sz_idxs)
-        chs = [int(sizes[i][1]) for i in self.sz_idxs] + [int(sizes[-1][1])]   # X^{0,0} .. X^{L,0}
+        chs = plan.chs + [plan.out_ch]                   # X^{0,0} .. X^{L,0}
         widths = unetpp_widths(chs[:L]) if widths is None else [int(w) for w in widths]
         if len(widths) != L: raise ValueError(
             f"widths={widths}: expected {L} widths, one per skip level (finest first), for this encoder")
@@ -76,8 +71,7 @@ class DynamicUnetPlusPlus(nn.Module):
         self.nodes = nn.ModuleDict(nodes)
         # back to full resolution: one PixelShuffle per missing factor of 2 (one for a ResNet)
         ni = widths[0]
-        n_up = round(math.log2(img_size[0] / sizes[self.sz_idxs[0]][-2]))
-        ups = [PixelShuffle_ICNR(ni, act_cls=act_cls, norm_type=norm_type) for _ in range(n_up)]
+        ups = [PixelShuffle_ICNR(ni, act_cls=act_cls, norm_type=norm_type) for _ in range(plan.n_up)]
         self.shuf = ups[0] if len(ups) == 1 else (nn.Sequential(*ups) if ups else nn.Identity())
         self.last_cross = last_cross
         if last_cross:
@@ -92,11 +86,7 @@ class DynamicUnetPlusPlus(nn.Module):
                                        for _ in range(L-1)] if deep_supervision else [])
         self.head_act = SigmoidRange(*y_range) if y_range is not None else nn.Identity()
 
-    pad = DynamicUnet.pad
-
-    def _crop(self, y, h: int, w: int):
-        top, left = (y.shape[-2] - h)//2, (y.shape[-1] - w)//2
-        return y[..., top:top+h, left:left+w]
+    def pad(self, x): return pad_to_stride(x, self.stride, self.pad_mode)
 
     def forward_all(self, x) -> List[torch.Tensor]:
         "The main output and, in training mode with `deep_supervision`, the side outputs of `X^{0,1..L-1}`, as a list."
@@ -114,11 +104,11 @@ class DynamicUnetPlusPlus(nn.Module):
         y = self.shuf(feats[0][-1])
         if y.shape[-2:] != x.shape[-2:]: y = F.interpolate(y, x.shape[-2:], mode='nearest')
         if self.last_cross: y = self.res_block(torch.cat([y, x], dim=1))
-        outs = [self._crop(self.head_act(self.final_conv(y)), h, w)]
+        outs = [unpad(self.head_act(self.final_conv(y)), x.shape[-2], x.shape[-1], h, w)]
         if self.training and self.deep_supervision:
             for j, head in enumerate(self.ds_heads):
                 side = F.interpolate(head(feats[0][j+1]), x.shape[-2:], mode='bilinear', align_corners=False)
-                outs.append(self._crop(self.head_act(side), h, w))
+                outs.append(unpad(self.head_act(side), x.shape[-2], x.shape[-1], h, w))
         return outs
 
     def forward(self, x):
@@ -168,6 +158,7 @@ class DeepSupervisionLoss(nn.Module):
     def __repr__(self): return f"DeepSupervisionLoss({self.loss_func!r}, weights={self.weights})"
 
 # %% ../../nbs/04_models.unetpp.ipynb #aca2076d
+@register_architecture('unet++')
 def create_unetpp_model(arch, n_out, img_size, pretrained=True, cut=None, n_in=3, **kwargs):
     "A `DynamicUnetPlusPlus` on the registered encoder `arch` (name or torchvision builder); `model.config` records the recipe."
     meta = encoder_meta(arch)

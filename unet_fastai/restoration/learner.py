@@ -12,10 +12,12 @@ import torch
 import torch.nn as nn
 from PIL import Image
 from fastai.vision.all import TensorImage, imagenet_stats
+from fastcore.meta import delegates
 from ..models import NormType
 from ..learner import unet_learner, AutocastBF16, cpu_has_bf16
 from .losses import FeatureLoss, SSIMLoss, L1SSIMLoss, PixelLoss
-from .metrics import restoration_metrics, find_stats, to_pixels
+from .metrics import restoration_metrics, to_pixels
+from ..preprocess import find_stats, model_stats, to_chw, normalize_input
 from .degrade import to_rgb
 from ..inference.tiled import predict_tiled, flip_tta
 
@@ -35,6 +37,7 @@ def restoration_loss(loss='feature', dls=None, m_feat=None):
     if loss == 'ssim': return SSIMLoss(stats=stats)
     return L1SSIMLoss(stats=stats)
 
+@delegates(unet_learner, keep=True, but=['loss_func'])
 def restoration_learner(dls, arch='resnet34', loss='feature', pretrained=True, metrics='default', y_range=(-3., 3.),
                         blur=True, norm_type=NormType.Weight, self_attention=True, residual=True, wd=1e-3, upscale=None,
                         m_feat=None, bf16=False, cbs=None, **kwargs):
@@ -51,15 +54,10 @@ def restoration_learner(dls, arch='resnet34', loss='feature', pretrained=True, m
     return learn
 
 # %% ../../nbs/34_restoration.learner.ipynb #4bb6dda9
-def _model_stats(learn_or_model):
-    if hasattr(learn_or_model, 'dls'): return find_stats(learn_or_model)
-    cfg = getattr(learn_or_model, 'config', None) or {}
-    return cfg.get('stats', imagenet_stats)
-
 def restore_image(learn_or_model, img, tile='auto', overlap=0.25, bs=4, stats='auto', align=None, tta=False) -> Image.Image:
     "Restore the PIL image (or uint8 array) `img` of any size with a learner or model, by windows of `tile` (same-size models)."
     model = getattr(learn_or_model, 'model', learn_or_model)
-    if isinstance(stats, str) and stats == 'auto': stats = _model_stats(learn_or_model)
+    if isinstance(stats, str) and stats == 'auto': stats = model_stats(learn_or_model, default=imagenet_stats)
     a = np.asarray(to_rgb(img))
     if isinstance(tile, str) and tile == 'auto':
         sz = tuple(getattr(model, 'img_size', ()) or ())
@@ -72,11 +70,7 @@ def restore_image(learn_or_model, img, tile='auto', overlap=0.25, bs=4, stats='a
             y = predict_tiled(model, a, tile=tile, overlap=overlap, bs=bs, out='raw', progress=False, normalize=stats,
                               align=align, tta=tta)[None]
         else:
-            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].to(p.device).float() / 255
-            if stats is not None:
-                mean, std = (torch.as_tensor(s, dtype=torch.float32).flatten().view(1, -1, 1, 1).to(p.device) for s in stats)
-                x = (x - mean) / std
-            x = x.to(p.dtype)
+            x = normalize_input(to_chw(a)[None].to(p.device), stats, dtype=p.dtype)
             with torch.inference_mode():
                 y = flip_tta(lambda u: model(u).float(), x) if tta else model(x).float()
     finally: model.train(was_training)

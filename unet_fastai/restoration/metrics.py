@@ -13,21 +13,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 from fastai.learner import Metric
-from fastai.data.transforms import Normalize
-from ..models.encoders import imagenet_stats, PretrainedWeightsError
+from ..models.encoders import imagenet_stats
+from ..preprocess import find_stats, stat_tensor
 
 # %% auto #0
-__all__ = ['to_pixels', 'psnr', 'gaussian_window', 'ssim_map', 'ssim', 'find_stats', 'upsample_to', 'RestorationMetric', 'PSNR',
-           'SSIM', 'restoration_metrics']
+__all__ = ['to_pixels', 'psnr', 'gaussian_window', 'ssim_map', 'ssim', 'upsample_to', 'RestorationMetric', 'PSNR', 'SSIM',
+           'restoration_metrics']
 
 # %% ../../nbs/32_restoration.metrics.ipynb #305b3bd5
-def _stat(v, x):
-    return torch.as_tensor(v, dtype=torch.float32).detach().flatten().to(x.device).view(1, -1, 1, 1)
-
 def to_pixels(x, stats=imagenet_stats, quantize=False):
     "Normalised images `x` `(B, C, H, W)` back to pixels in `[0, 1]` (float32), rounded to 8 bits if `quantize`."
     x = x.detach().as_subclass(torch.Tensor).float() if not x.requires_grad else x.as_subclass(torch.Tensor).float()
-    if stats is not None: x = x * _stat(stats[1], x) + _stat(stats[0], x)
+    if stats is not None: x = x * stat_tensor(stats[1], x) + stat_tensor(stats[0], x)
     x = x.clamp(0., 1.)
     return (x * 255).round() / 255 if quantize else x
 
@@ -82,13 +79,6 @@ def ssim(x, y, data_range=1., win_size=11, sigma=1.5, k1=0.01, k2=0.03, reductio
     return _reduce(ssim_map(x, y, data_range, win_size, sigma, k1, k2).mean((1, 2, 3)), reduction)
 
 # %% ../../nbs/32_restoration.metrics.ipynb #ebca76fa
-def find_stats(learn_or_dls):
-    "`(mean, std)` of the first `Normalize` in the `after_batch` of a `Learner`'s `dls` (or of `DataLoaders`), or `None`."
-    dls = getattr(learn_or_dls, 'dls', learn_or_dls)
-    for t in getattr(getattr(dls, 'after_batch', None), 'fs', None) or []:
-        if isinstance(t, Normalize) and getattr(t, 'mean', None) is not None: return t.mean, t.std
-    return None
-
 def upsample_to(x, size, mode='bicubic'):
     "`x` resized to `size` (H, W) with `mode` (no-op when it already has that size); the result is clamped to `[0, 1]`."
     if tuple(x.shape[-2:]) == tuple(size): return x

@@ -25,7 +25,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 def _page_name(nb):
-    "nbdev's page name for a notebook (as in `_modidx.py`): 02_unet.ipynb -> unet.html"
+    "nbdev's page name for a notebook (as in `_modidx.py`): 02_models.unet.ipynb -> models.unet.html"
     from nbdev.config import nbpath2html
     return nbpath2html(Path(nb.name)).name
 
@@ -148,19 +148,19 @@ def test_index(dom, server):
 
 
 def test_dynamicunet_page(dom):
-    p = dom("unet.html")
+    p = dom("models.unet.html")
     assert p.title.strip().startswith("DynamicUnet")
     # show_doc was executed: its rendered signature is an output, not the class's source
     sigs = [s for s in p.out_pres if re.search(r"\b(def|class)\s+DynamicUnet\s*\(", s)]
     assert sigs, "no rendered show_doc signature for DynamicUnet"
     assert all(w in sigs[0] for w in ("encoder", "n_out", "img_size")), sigs[0]
     assert any(re.search(r"\bdef\s+UnetBlock\s*\(|\bclass\s+UnetBlock\s*\(", s) for s in p.out_pres)
-    assert "index.html" in p.links and "layers.html" in p.links     # the sidebar
+    assert "index.html" in p.links and "models.layers.html" in p.links     # the sidebar
 
 
 def test_images_load(dom, server, site):
     "Every <img> on every page loads; pages whose notebooks saved pictures show them"
-    for page in ("index.html", "unet.html"):
+    for page in ("index.html", "models.unet.html"):
         for src in dom(page).imgs: _check_img(src, server)
     n = 0
     for nb in _module_nbs() + [NBS/"index.ipynb"]:
@@ -173,7 +173,7 @@ def test_images_load(dom, server, site):
 
 def test_screenshot(server, tmp_path):
     png = tmp_path/"unet.png"
-    _chromium(tmp_path, f"--screenshot={png}", "--window-size=1200,2000", server + "unet.html")
+    _chromium(tmp_path, f"--screenshot={png}", "--window-size=1200,2000", server + "models.unet.html")
     assert png.exists() and png.stat().st_size > 10_000, "screenshot missing or trivial"
     im = Image.open(png)
     assert im.size == (1200, 2000)

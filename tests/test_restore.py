@@ -115,7 +115,7 @@ def test_super_resolution_model_saves_and_reloads(tmp_path):
     with torch.no_grad(): m.head.final_conv[0].parametrizations.weight.original0.fill_(0.1)   # not the input alone
     m.config['stats'] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
     m2 = load_model(save_model(m, tmp_path/'sr'))
-    assert (m2.config['upscale'], m2.config['residual'], m2.upscale, m2.residual) == (2, True, 2, True)
+    assert (m2.config['upscale'], m2.config['residual'], m2.upscale, m2.head.residual) == (2, True, 2, True)
     x = torch.randn(1, 3, 30, 41)
     with torch.no_grad(): assert torch.allclose(m.eval()(x), m2(x), atol=1e-5)
     out = restore_image(m2, photo(1))

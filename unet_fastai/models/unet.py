@@ -325,6 +325,7 @@ class DynamicUnet(nn.Module):
         self.head = UnetHead(self.decoder.nf, plan.n_in, n_out, plan.n_up, final_pad, blur=blur, last_cross=last_cross,
                              bottle=bottle, act_cls=act_cls, norm_type=norm_type, head=head, pow2=self.decoder.pow2,
                              upscale=upscale, residual=residual, y_range=y_range, **kwargs)
+        self.upscale = self.head.upscale
         apply_init(nn.Sequential(self.decoder.middle_conv, self.head.res_block), init)   # last and together, as fastai
         self.register_load_state_dict_pre_hook(_migrate_hook)
 
@@ -338,7 +339,7 @@ class DynamicUnet(nn.Module):
         for i, l in enumerate(self.encoder):
             y = l(y)
             if i in self.sz_idxs: skips.append(y)
-        return unpad(self.head(self.decoder(y, skips), x), x.shape[-2], x.shape[-1], h, w, self.head.upscale)
+        return unpad(self.head(self.decoder(y, skips), x), x.shape[-2], x.shape[-1], h, w, self.upscale)
 
     def for_export(self) -> DynamicUnet:
         "A copy that cuts by `index_select` rather than slicing: the same values, and `torch.export` needs no guard on sizes, so one graph serves them all."

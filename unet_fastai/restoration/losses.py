@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 from ..models.encoders import imagenet_stats, PretrainedWeightsError
-from .metrics import to_pixels, ssim, ssim_map
+from .metrics import to_pixels, ssim, ssim_map, _reduce
 
 # %% auto #0
 __all__ = ['PixelLoss', 'SSIMLoss', 'L1SSIMLoss', 'gram_matrix', 'feature_layer_ids', 'vgg16_bn_features', 'FeatureLoss']

@@ -13,6 +13,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, TransformBlock, PILImage, 
                                Transform, CrossEntropyLossFlat, FuncSplitter, RandomSplitter, Resize, aug_transforms,
                                get_image_files, untar_data, URLs)
 from .synth import CAMVID_CODES, VOID
+from .metrics import PixelAccuracy, IoU
 
 # %% auto #0
 __all__ = ['camvid_layout', 'open_image', 'OpenMask', 'check_pairs', 'camvid_items', 'camvid_dls', 'camvid_dls_online',

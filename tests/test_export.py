@@ -30,7 +30,9 @@ def models():
             'fancy': _perturb(create_unet_model('resnet18', 2, 64, pretrained=False, norm_type=NormType.Weight,
                                                 self_attention=True, blur=True, y_range=(-3., 3.))),
             # `preset='fast'`: BatchNorm in the decoder, no middle conv (an empty Sequential), tapered widths
-            'fast': _perturb(create_unet_model('resnet18', 3, 64, pretrained=False, preset='fast'))}
+            'fast': _perturb(create_unet_model('resnet18', 3, 64, pretrained=False, preset='fast')),
+            # mirror padding: the graph pads by index (`ExportableUnet`), without a remainder by a symbolic size
+            'reflect': _perturb(create_unet_model('resnet18', 3, 64, pretrained=False, pad_mode='reflect'))}
 
 
 def _eager(m, x):
@@ -51,7 +53,7 @@ def _close(a, b):
 
 # ---------------------------------------------------------------------------------------------------- exporters
 
-@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast'])
+@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast', 'reflect'])
 def test_onnx_matches_eager_at_several_sizes(models, kind, tmp_path):
     ort = pytest.importorskip('onnxruntime')
     onnx = pytest.importorskip('onnx')
@@ -67,7 +69,7 @@ def test_onnx_matches_eager_at_several_sizes(models, kind, tmp_path):
         _close(sess.run(None, {'input': x.numpy()})[0], _eager(m, x))
 
 
-@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast'])
+@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast', 'reflect'])
 def test_torchscript_matches_eager_at_several_sizes(models, kind, tmp_path):
     m = models[kind]
     export_torchscript(m, tmp_path/'m.pt')
@@ -78,7 +80,7 @@ def test_torchscript_matches_eager_at_several_sizes(models, kind, tmp_path):
         with torch.no_grad(): _close(sm(x), _eager(m, x))
 
 
-@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast'])
+@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast', 'reflect'])
 def test_torch_export_matches_eager_at_several_sizes(models, kind, tmp_path):
     m = models[kind]
     export_program(m, torch.randn(2, 3, 70, 90), path=tmp_path/'m.pt2')
@@ -151,7 +153,7 @@ def _no_pickle(monkeypatch):
     monkeypatch.setattr(pickle, 'Unpickler', boom)
 
 
-@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast'])
+@pytest.mark.parametrize('kind', ['plain', 'fancy', 'fast', 'reflect'])
 def test_save_load_round_trip(models, kind, tmp_path, monkeypatch):
     m = models[kind]
     stats = (torch.tensor([.1, .2, .3]), torch.tensor([.4, .5, .6]))

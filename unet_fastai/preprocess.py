@@ -75,14 +75,17 @@ def normalize_input(x, stats=None, div=255., dtype=None):
 # %% ../nbs/10_preprocess.ipynb #5ed391fa
 pad_modes = ('reflect', 'replicate', 'circular', 'constant')
 
-def pad_index(idx: torch.Tensor, n: int, mode='reflect') -> torch.Tensor:
-    "Map indices `idx` (any integers) into `[0, n)` as padding `mode` does; for `'constant'` outside indices become -1."
+def pad_index(idx: torch.Tensor, n: int, mode='reflect', once=False) -> torch.Tensor:
+    "Map indices `idx` (any integers) into `[0, n)` as padding `mode` does; for `'constant'` outside indices become -1. `once`: every index lies less than `n` outside `[0, n)` (a pad smaller than the image), so no `remainder` by `n` is needed: graph exporters (ONNX) cannot take one by a symbolic size."
     if mode == 'reflect':
+        if once:
+            idx = idx.abs()
+            return torch.where(idx >= n, 2*(n-1) - idx, idx)
         if n == 1: return torch.zeros_like(idx)
         period = 2*(n-1)
         idx = idx.remainder(period)
         return torch.where(idx >= n, period - idx, idx)
-    if mode == 'replicate': return idx.clamp(0, n-1)
-    if mode == 'circular': return idx.remainder(n)
+    if mode == 'replicate': return torch.where(idx >= n, n-1, idx).clamp(min=0) if once else idx.clamp(0, n-1)
+    if mode == 'circular': return torch.where(idx < 0, idx + n, torch.where(idx >= n, idx - n, idx)) if once else idx.remainder(n)
     if mode == 'constant': return torch.where((idx >= 0) & (idx < n), idx, torch.full_like(idx, -1))
     raise ValueError(f"pad_mode={mode!r}: expected one of {pad_modes}")

@@ -21,7 +21,7 @@ __all__ = ['ExportableUnet', 'export_torchscript', 'export_program', 'export_onn
 def _pad_index(n, size, start, mode: str, device):
     "Source index in `[0, n)` of each of `size` positions of a signal padded with `start` on the left."
     if mode == 'constant': raise ValueError("pad_mode='constant': dynamic-size export supports 'reflect', 'replicate' and 'circular'")
-    return pad_index(torch.arange(size, device=device) - start, n, mode)
+    return pad_index(torch.arange(size, device=device) - start, n, mode, once=True)
 
 class ExportableUnet(nn.Module):
     "Wraps a padding `DynamicUnet` (`pad_mode='reflect'`...) so `torch.export`/ONNX trace one graph for all sizes `>= stride+1`: branch-free pad and crop."

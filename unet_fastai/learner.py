@@ -14,6 +14,7 @@ from fastcore.meta import delegates
 from .models import DynamicUnet, DeepSupervisionLoss, encoder_meta, architecture
 from fastcore.basics import patch
 from .inference.tiled import predict_tiled
+from .inference.hub import from_pretrained
 
 # %% auto #0
 __all__ = ['UnetSplitter', 'PlainTensors', 'MainOutput', 'unet_learner', 'cpu_has_bf16', 'AutocastBF16']
@@ -26,12 +27,15 @@ def _add_norm(dls, stats, pretrained, n_in=3):
         dls.add_tfms([Normalize.from_stats(*stats)], 'after_batch')
 
 class UnetSplitter:
-    "Parameter groups: the registered encoder's groups, then everything that is not the encoder (the decoder)."
-    def __init__(self, split): self.split = split
+    "Parameter groups: the registered encoder's groups, then the rest of the U-Net (decoder and head); the tensors named in `new` (re-initialised by `from_pretrained`) come last, in a group of their own."
+    def __init__(self, split, new=()): self.split, self.new = split, set(new)
     def __call__(self, m):
         groups = list(self.split(m.encoder)) if self.split else [m.encoder]
         rest = [c for n, c in m.named_children() if n != 'encoder']
-        return L(*groups, rest).map(lambda g: params(g) if not isinstance(g, list) else [p for c in g for p in params(c)])
+        groups = L(*groups, rest).map(lambda g: params(g) if not isinstance(g, list) else [p for c in g for p in params(c)])
+        if not self.new: return groups
+        fresh = {id(p) for n, p in m.named_parameters() if n in self.new}
+        return L([p for p in g if id(p) not in fresh] for g in groups) + L([[p for p in m.parameters() if id(p) in fresh]])
 
 class PlainTensors(Callback):
     "Give the model plain tensors: `torch.compile` cannot trace fastai's tensor subclasses (`TensorImage`)."
@@ -44,23 +48,36 @@ class MainOutput(Callback):
     def after_loss(self):
         if isinstance(self.pred, (tuple, list)): self.learn.pred = self.pred[0]
 
+def _init_model(init, arch, n_out, n_in, preset, arch_type, kwargs):
+    "The U-Net `init` names, on `n_out` classes and `n_in` channels, and its encoder's meta; its options are the saved ones."
+    given = sorted(kwargs) + (['preset'] if preset is not None else []) + (['arch_type'] if arch_type != 'unet' else [])
+    if given: raise ValueError(f"init={str(init)!r}: the architecture is the saved model's; drop {given}")
+    model = from_pretrained(init, n_out=n_out, n_in=n_in)
+    meta = encoder_meta(model.config['arch'])
+    if arch is not None and encoder_meta(arch).name != meta.name: raise ValueError(
+        f"arch={encoder_meta(arch).name!r}: init={str(init)!r} is a U-Net on {meta.name!r}; drop `arch` or pass {meta.name!r}")
+    return model.train(), meta
+
 @delegates(DynamicUnet.__init__, keep=True, but=['encoder', 'n_out', 'img_size'])
-def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_func=None, metrics=None,
+def unet_learner(dls, arch=None, normalize=True, n_out=None, pretrained=True, loss_func=None, metrics=None,
                  opt_func=Adam, lr=defaults.lr, splitter=None, cbs=None, path=None, model_dir='models', wd=None,
                  wd_bn_bias=False, train_bn=True, moms=(0.95,0.85,0.95), n_in=3, cut=None, arch_type='unet',
-                 preset=None, channels_last=True, compile=False, **kwargs):
-    "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`)."
-    meta = encoder_meta(arch)
-    if normalize: _add_norm(dls, meta.stats, pretrained, n_in)
+                 preset=None, channels_last=True, compile=False, init=None, **kwargs):
+    "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`), or from `init`, a trained U-Net (a folder or a Hub repo id, see `from_pretrained`) put on `dls`'s classes."
     n_out = n_out if n_out is not None else get_c(dls)
     if not n_out: raise ValueError("n_out is not defined and could not be inferred from the data: set `dls.c` or pass `n_out`")
-    img_size = dls.one_batch()[0].shape[-2:]
-    builder = architecture(arch_type, 'unet_learner')
-    if preset is not None:
-        if arch_type != 'unet': raise ValueError(f"preset={preset!r}: presets are for arch_type='unet', not {arch_type!r}")
-        kwargs['preset'] = preset
-    model = builder(meta, n_out, img_size, pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
-    model.config['arch'] = meta.name
+    if init is not None: model, meta = _init_model(init, arch, n_out, n_in, preset, arch_type, kwargs)
+    else:
+        if arch is None: raise ValueError("unet_learner: pass `arch` (an encoder, e.g. resnet34) or `init` (a trained "
+                                          "U-Net: a folder written by save_pretrained/save_model, or a Hub repo id)")
+        meta = encoder_meta(arch)
+        builder = architecture(arch_type, 'unet_learner')
+        if preset is not None:
+            if arch_type != 'unet': raise ValueError(f"preset={preset!r}: presets are for arch_type='unet', not {arch_type!r}")
+            kwargs['preset'] = preset
+        model = builder(meta, n_out, dls.one_batch()[0].shape[-2:], pretrained=pretrained, cut=cut, n_in=n_in, **kwargs)
+        model.config['arch'] = meta.name
+    if normalize: _add_norm(dls, model.config.get('stats') if init is not None else meta.stats, pretrained or init is not None, n_in)
     if loss_func is None and getattr(dls, 'void_code', None) is not None:
         loss_func = CrossEntropyLossFlat(axis=1, ignore_index=dls.void_code)
     cbs = list(L(cbs))
@@ -74,11 +91,11 @@ def unet_learner(dls, arch, normalize=True, n_out=None, pretrained=True, loss_fu
         model.compile(**(compile if isinstance(compile, dict) else {}))   # in place: state_dict keys unchanged
         cbs.append(PlainTensors())
     learn = Learner(dls=dls, model=model, loss_func=loss_func, opt_func=opt_func, lr=lr,
-                    splitter=splitter or UnetSplitter(meta.split), cbs=cbs, metrics=metrics, path=path,
+                    splitter=splitter or UnetSplitter(meta.split, getattr(model, 'reinitialised', ())), cbs=cbs, metrics=metrics, path=path,
                     model_dir=model_dir, wd=wd, wd_bn_bias=wd_bn_bias, train_bn=train_bn, moms=moms)
-    if pretrained: learn.freeze()
-    store_attr('arch,normalize,n_out,pretrained', self=learn, arch=meta.name, normalize=normalize, n_out=n_out,
-               pretrained=pretrained)
+    if pretrained or init is not None: learn.freeze()    # `fine_tune`'s frozen phase trains the head (or the re-initialised layers)
+    store_attr('arch,normalize,n_out,pretrained,init', self=learn, arch=meta.name, normalize=normalize, n_out=n_out,
+               pretrained=pretrained, init=init)
     return learn
 
 # %% ../nbs/11_learner.ipynb #ef42f737

@@ -31,8 +31,8 @@ def _plain(o):
 
 def _is_learner(o): return hasattr(o, 'model') and hasattr(o, 'dls')
 
-def save_model(learn_or_model, path, stats=None, codes=None) -> Path:
-    "Save a `create_unet_model` model (or a fastai `Learner`'s) as `path/model.safetensors` and `path/config.json`."
+def save_model(learn_or_model, path, stats=None, codes=None, dtype=None) -> Path:
+    "Save a `create_unet_model` model (or a fastai `Learner`'s) as `path/model.safetensors` and `path/config.json` (floating-point weights cast to `dtype` if given)."
     learn = learn_or_model if _is_learner(learn_or_model) else None
     model = learn.model if learn is not None else learn_or_model
     cfg = getattr(model, 'config', None)
@@ -49,7 +49,8 @@ def save_model(learn_or_model, path, stats=None, codes=None) -> Path:
                   unet_fastai_version=__version__)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in model.state_dict().items()}
     save_file(sd, str(path/'model.safetensors'), metadata={'format': 'pt'})
     (path/'config.json').write_text(json.dumps(config, indent=2))
     return path

@@ -19,8 +19,8 @@ from torchvision import models as tvm
 
 # %% auto #0
 __all__ = ['imagenet_stats', 'encoders', 'EncoderMeta', 'register_encoder', 'encoder_meta', 'PretrainedWeightsError',
-           'weights_path', 'load_arch', 'adapt_first_conv', 'has_pool_type', 'cut_model', 'create_body',
-           'timm_sequential', 'timm_meta']
+           'weights_path', 'load_arch', 'adapt_conv_weight', 'adapt_first_conv', 'has_pool_type', 'cut_model',
+           'create_body', 'timm_sequential', 'timm_meta']
 
 # %% ../../nbs/01_models.encoders.ipynb #f15b1c62
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -125,6 +125,11 @@ def _first_conv(model):
             return m, parent, attr
     raise ValueError(f"no Conv2d found in {type(model).__name__}")
 
+def adapt_conv_weight(w, n_in):
+    "A conv weight `w` (out, in, k, k) for `n_in` input channels: summed for 1, else repeated and rescaled (fastai's rule), so a pretrained first conv keeps its response."
+    if n_in == 1: return w.sum(1, keepdim=True)
+    return w.repeat(1, math.ceil(n_in/w.shape[1]), 1, 1)[:, :n_in] * (w.shape[1]/n_in)
+
 def adapt_first_conv(model, n_in, pretrained=True):
     "Replace the first conv of `model` by one taking `n_in` channels, adapting its weights if `pretrained`."
     if n_in < 1: raise ValueError(f"n_in={n_in}: expected a positive number of input channels")
@@ -134,9 +139,7 @@ def adapt_first_conv(model, n_in, pretrained=True):
                     conv.groups, conv.bias is not None, conv.padding_mode)
     if pretrained:
         with torch.no_grad():
-            w = conv.weight
-            if n_in == 1: new.weight.copy_(w.sum(1, keepdim=True))
-            else: new.weight.copy_(w.repeat(1, math.ceil(n_in/w.shape[1]), 1, 1)[:, :n_in] * (w.shape[1]/n_in))
+            new.weight.copy_(adapt_conv_weight(conv.weight, n_in))
             if conv.bias is not None: new.bias.copy_(conv.bias)
     setattr(parent, attr, new)
     return model

@@ -59,7 +59,7 @@ def _final_metrics(learn):
 def train(data:str=None, # a CamVid-style folder (fastai or SegNet layout); required
           out:str='runs/unet', # where checkpoints, metrics.csv and the final model go (never the data folder)
           layout:str='auto', # 'auto', 'camvid' (fastai's), 'segnet' (pairs of images/masks is the SegNet layout)
-          arch:str='resnet34', # a registered encoder
+          arch:str=None, # a registered encoder (default: resnet34, or the one of --init)
           size:Annotated[int, "H W: resize images to this size", {'nargs': 2}]=None,
           epochs:int=8, # epochs (after one frozen epoch when pretrained)
           bs:int=8, # batch size
@@ -69,6 +69,7 @@ def train(data:str=None, # a CamVid-style folder (fastai or SegNet layout); requ
           seed:int=42, # random seed
           progress:bool=True, # show progress bars
           sync_bn:bool=False, # SyncBatchNorm over all processes of a `torchrun`/`accelerate launch` run (GPUs)
+          init:str=None, # start from a trained U-Net on this data's classes: a model folder (train's or `export --format hub`'s) or a Hub repo id
          ):
     "Train a U-Net on a segmentation folder; writes a checkpoint and a metrics row every epoch, and the final model."
     if data is None: raise CliError("train: --data DIR is required")
@@ -79,7 +80,8 @@ def train(data:str=None, # a CamVid-style folder (fastai or SegNet layout); requ
     lay = {'auto': None, 'camvid': 'fastai', 'fastai': 'fastai', 'segnet': 'segnet', 'pairs': 'segnet'}
     if layout not in lay: raise CliError(f"--layout {layout}: expected one of {sorted(lay)}")
     t0 = time.time()
-    learn = train_segmentation(data, out, arch=arch, layout=lay[layout], size=_check_size(size), epochs=epochs, bs=bs,
+    if arch is None and init is None: arch = 'resnet34'
+    learn = train_segmentation(data, out, arch=arch, layout=lay[layout], init=init, size=_check_size(size), epochs=epochs, bs=bs,
                                lr=lr, pretrained=pretrained, resume=resume, seed=seed, progress=progress, sync_bn=sync_bn)
     st = json.loads((Path(out)/'state.json').read_text())      # the run's settings (a resumed run keeps its own)
     res = dict(_final_metrics(learn), train_seconds=round(time.time() - t0, 1),
@@ -186,15 +188,19 @@ def predict(*images:str, # image files
     return written
 
 def export(model:str=None, # a folder written by `train`; required
-           format:str='onnx', # 'onnx' or 'torchscript'
-           out:str=None, # output file (default: inside the model folder)
+           format:str='onnx', # 'onnx', 'torchscript', or 'hub' (a Hugging Face Hub folder: config, weights, model card)
+           out:str=None, # output file, or folder for 'hub' (default: inside the model folder)
+           repo_id:str=None, # with --format hub: also upload the folder to this Hub repo ('user/name')
           ):
-    "Export a saved model to ONNX or TorchScript."
+    "Export a saved model to ONNX, TorchScript or a Hugging Face Hub folder."
     from unet_fastai.inference.io import load_model
     from unet_fastai.inference.export import export_onnx, export_torchscript
+    from unet_fastai.inference.hub import save_pretrained
     if model is None: raise CliError("export: --model DIR is required")
-    fns = {'onnx': (export_onnx, 'model.onnx'), 'torchscript': (export_torchscript, 'model.pt')}
-    if format not in fns: raise CliError(f"--format {format}: expected 'onnx' or 'torchscript'")
+    hub = lambda m, dst: save_pretrained(m, dst, push_to_hub=repo_id is not None, repo_id=repo_id)
+    fns = {'onnx': (export_onnx, 'model.onnx'), 'torchscript': (export_torchscript, 'model.pt'), 'hub': (hub, 'hub')}
+    if format not in fns: raise CliError(f"--format {format}: expected one of {list(fns)}")
+    if repo_id is not None and format != 'hub': raise CliError("--repo-id goes with --format hub")
     m = load_model(model)
     fn, name = fns[format]
     dst = Path(out) if out else Path(model)/name
@@ -221,7 +227,7 @@ def main(argv=None):
     pos = kw.pop('images', ()) if cmd is predict else ()
     try:
         cmd(*pos, **kw)
-    except (CliError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (CliError, ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:
         print(f"unet-fastai {argv[0]}: error: {e}", file=sys.stderr)
         return 1
     return 0

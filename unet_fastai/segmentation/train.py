@@ -74,7 +74,7 @@ def _seed(seed):
 
 def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epochs=8, bs=8, lr=2e-3,
                        pretrained=True, freeze_epochs=1, resume=False, seed=42, num_workers=0, progress=True,
-                       channels_last=True, bf16=None, sync_bn=False, cbs=None, **model_kwargs):
+                       channels_last=True, bf16=None, sync_bn=False, cbs=None, init=None, **model_kwargs):
     "Train a U-Net on the CamVid-style folder `data`, writing checkpoints and `metrics.csv` into `out`."
     # bf16=None: bfloat16 autocast when the hardware runs it natively (CUDA, or a CPU with AVX-512 BF16/AMX)
     data, out = Path(data), Path(out).absolute()        # absolute: fastai joins relative paths onto `learn.path`
@@ -85,7 +85,8 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
         size = (size, size) if isinstance(size, int) else tuple(size)
         if len(size) != 2 or any(int(s) <= 0 for s in size): raise ValueError(f"size={size}: expected a positive height and width")
     settings = dict(data=str(data), arch=arch, layout=layout, size=list(size) if size else None, epochs=epochs, bs=bs,
-                    lr=lr, pretrained=pretrained, freeze_epochs=freeze_epochs if pretrained else 0, seed=seed)
+                    lr=lr, pretrained=pretrained, freeze_epochs=freeze_epochs if pretrained or init else 0, seed=seed,
+                    init=None if init is None else str(init))
     setup_distributed()              # launched by torchrun/accelerate: join the others before building the data
     done = 0
     if resume:
@@ -100,13 +101,13 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
     _seed(settings['seed'] + done)
     dls = camvid_dls(data, size=size, bs=settings['bs'], layout=settings['layout'], seed=settings['seed'],
                      num_workers=num_workers)
-    learn = unet_learner(dls, settings['arch'], pretrained=settings['pretrained'] and not resume,
+    learn = unet_learner(dls, settings['arch'], pretrained=settings['pretrained'] and not resume, init=settings.get('init'),
                          metrics=camvid_metrics(dls), path=out, **model_kwargs)
     if channels_last: learn.model.to(memory_format=torch.channels_last)
     if bf16 is None: bf16 = torch.cuda.is_available() or cpu_has_bf16()
     if bf16: learn.add_cb(AutocastBF16())
     if resume:
-        if settings['pretrained']: _add_norm(dls, encoder_meta(settings['arch']).stats, True)
+        if settings['pretrained'] and not settings.get('init'): _add_norm(dls, encoder_meta(settings['arch']).stats, True)
         learn.create_opt()
         fa_load_model(out/'checkpoints'/'last.pth', learn.model, learn.opt, with_opt=True)
     fz, total, lr = settings['freeze_epochs'], settings['epochs'], settings['lr']

@@ -66,7 +66,9 @@ def unet_learner(dls, arch=None, normalize=True, n_out=None, pretrained=True, lo
     "Build a U-Net `Learner` from `dls` and `arch` (a registered name, a timm model name, or a builder such as `resnet34`), or from `init`, a trained U-Net (a folder or a Hub repo id, see `from_pretrained`) put on `dls`'s classes."
     n_out = n_out if n_out is not None else get_c(dls)
     if not n_out: raise ValueError("n_out is not defined and could not be inferred from the data: set `dls.c` or pass `n_out`")
-    if init is not None: model, meta = _init_model(init, arch, n_out, n_in, preset, arch_type, kwargs)
+    if init is not None:
+        model, meta = _init_model(init, arch, n_out, n_in, preset, arch_type, kwargs)
+        arch = arch if arch is not None else meta.name
     else:
         if arch is None: raise ValueError("unet_learner: pass `arch` (an encoder, e.g. resnet34) or `init` (a trained "
                                           "U-Net: a folder written by save_pretrained/save_model, or a Hub repo id)")

@@ -40,6 +40,28 @@ def test_round_trip_equal_outputs(saved):
         assert want in card, want
 
 
+def test_predict_tiled_applies_the_saved_preprocessing(saved):
+    "Prediction does what training did: a loaded model's recorded statistics normalise its input in `predict_tiled`."
+    from unet_fastai.inference.tiled import predict_tiled
+    from unet_fastai.preprocess import normalize_input, to_chw
+    m = from_pretrained(saved[1])
+    img = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    raw = predict_tiled(m, img, out='raw', progress=False)
+    with torch.no_grad(): want = m(normalize_input(to_chw(img)[None], m.config['stats']))[0]
+    torch.testing.assert_close(raw, want, atol=1e-4, rtol=1e-4)
+    assert (predict_tiled(m, img, out='raw', progress=False, normalize=False) - raw).abs().max() > 0.1
+
+
+def test_codes_from_fastai_mask_block(saved, tmp_path):
+    "`SegmentationDataLoaders` keep their codes on `AddMaskCodes`, not in `dls.vocab`: the card and config still get them."
+    from unet_fastai.learner import unet_learner
+    dls = _two_class_dls(tmp_path)
+    learn = unet_learner(dls, 'resnet18', pretrained=False)
+    save_pretrained(learn, tmp_path/'cars')
+    assert json.loads((tmp_path/'cars'/'config.json').read_text())['codes'] == ['rest', 'car']
+    assert '0: rest, 1: car' in (tmp_path/'cars'/'README.md').read_text()
+
+
 def test_other_n_out_keeps_all_but_the_final_conv(saved):
     m, d = saved
     with pytest.warns(UserWarning, match=r"re-initialised for n_out=5.*head\.final_conv\.0"):
@@ -169,11 +191,14 @@ def test_cli_export_hub_and_train_init(saved, tmp_path):
     assert r.returncode == 0 and (tmp_path/'h'/'README.md').exists(), r.stderr[-2000:]
     r = subprocess.run(CLI + ['export', '--model', str(d), '--format', 'hub', '--out', str(tmp_path/'h')],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and 'overwrite' in r.stderr
+    assert r.returncode == 1 and 'pass --overwrite' in r.stderr
+    r = subprocess.run(CLI + ['export', '--model', str(d), '--format', 'hub', '--out', str(tmp_path/'h'), '--overwrite'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
     data = make_synth_camvid(tmp_path/'camvid', n_train=4, n_valid=2)
     r = subprocess.run(CLI + ['train', '--data', str(data), '--out', str(tmp_path/'run'), '--init', str(tmp_path/'h'),
                               '--epochs', '1', '--bs', '2', '--no-progress'], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     st = json.loads((tmp_path/'run'/'state.json').read_text())
-    assert st['init'] == str(tmp_path/'h') and st['freeze_epochs'] == 1
+    assert (st['init'], st['freeze_epochs'], st['arch'], st['pretrained']) == (str(tmp_path/'h'), 1, 'resnet18', False)
     assert load_model(tmp_path/'run'/'model').config['arch'] == 'resnet18'

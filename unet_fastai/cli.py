@@ -191,13 +191,21 @@ def export(model:str=None, # a folder written by `train`; required
            format:str='onnx', # 'onnx', 'torchscript', or 'hub' (a Hugging Face Hub folder: config, weights, model card)
            out:str=None, # output file, or folder for 'hub' (default: inside the model folder)
            repo_id:str=None, # with --format hub: also upload the folder to this Hub repo ('user/name')
+           overwrite:bool=False, # with --format hub: replace the files of an earlier export in --out
           ):
     "Export a saved model to ONNX, TorchScript or a Hugging Face Hub folder."
     from unet_fastai.inference.io import load_model
     from unet_fastai.inference.export import export_onnx, export_torchscript
     from unet_fastai.inference.hub import save_pretrained
     if model is None: raise CliError("export: --model DIR is required")
-    hub = lambda m, dst: save_pretrained(m, dst, push_to_hub=repo_id is not None, repo_id=repo_id)
+    def hub(m, dst):                     # a `train` run's folder also gives the card its metrics and data
+        run = Path(model).parent
+        mets = json.loads((run/'metrics.json').read_text()) if (run/'metrics.json').is_file() else {}
+        mets = {k: v for k, v in mets.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} or None
+        st = json.loads((run/'state.json').read_text()) if (run/'state.json').is_file() else {}
+        try: return save_pretrained(m, dst, push_to_hub=repo_id is not None, repo_id=repo_id, overwrite=overwrite,
+                                    metrics=mets, base_model=st.get('init'))
+        except FileExistsError as e: raise CliError(str(e).replace('pass overwrite=True', 'pass --overwrite')) from None
     fns = {'onnx': (export_onnx, 'model.onnx'), 'torchscript': (export_torchscript, 'model.pt'), 'hub': (hub, 'hub')}
     if format not in fns: raise CliError(f"--format {format}: expected one of {list(fns)}")
     if repo_id is not None and format != 'hub': raise CliError("--repo-id goes with --format hub")

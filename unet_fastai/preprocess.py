@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['pad_modes', 'find_normalize', 'find_stats', 'model_stats', 'stats_list', 'to_chw', 'stat_tensor', 'normalize_input',
-           'pad_index']
+__all__ = ['pad_modes', 'find_normalize', 'find_stats', 'model_stats', 'stats_list', 'find_codes', 'to_chw', 'stat_tensor',
+           'normalize_input', 'pad_index']
 
 # %% ../nbs/10_preprocess.ipynb #20f9fe5a
 def find_normalize(learn_or_dls):
@@ -35,10 +35,20 @@ def model_stats(learn_or_model, default=None):
     return cfg.get('stats', default)
 
 def stats_list(stats):
-    "`(mean, std)` as JSON-friendly lists of floats (8 significant digits: a float32 0.2 reads 0.2), or `None`."
+    "`(mean, std)` as JSON-friendly lists of floats, each the shortest decimal that reads back as the same float32 (0.485, not 0.48500001), or `None`."
     if stats is None: return None
     if len(stats) != 2: raise ValueError(f"stats: expected (mean, std), got {stats!r}")
-    return [[float(f'{v:.8g}') for v in torch.as_tensor(s).detach().cpu().flatten().tolist()] for s in stats]
+    return [[float(np.format_float_positional(np.float32(v), unique=True, trim='0'))
+             for v in torch.as_tensor(s, dtype=torch.float32).detach().cpu().flatten().tolist()] for s in stats]
+
+def find_codes(learn_or_dls):
+    "The class names of a `Learner`'s (or `DataLoaders`') targets: `dls.vocab`, else the codes of fastai's `MaskBlock` (`AddMaskCodes`), or `None`."
+    dls = getattr(learn_or_dls, 'dls', learn_or_dls)
+    codes = getattr(dls, 'vocab', None)
+    if codes is not None: return codes
+    for t in getattr(getattr(dls, 'after_item', None), 'fs', None) or []:
+        if type(t).__name__ == 'AddMaskCodes' and getattr(t, 'codes', None) is not None: return t.codes
+    return None
 
 # %% ../nbs/10_preprocess.ipynb #7ca21bbc
 def to_chw(img) -> torch.Tensor:

@@ -34,11 +34,13 @@ def _last_metrics(learn):
     names = [n for n in rec.metric_names if n not in ('epoch', 'time')][:len(vals[-1])]
     return {n: round(float(v), 4) for n, v in zip(names, vals[-1]) if v is not None}
 
-def model_card(config, dataset=None, metrics=None, repo_id=None, base_model=None) -> str:
-    "The `README.md` of a saved U-Net: Hub metadata, then the architecture, classes, preprocessing, training data, metrics and usage."
+def model_card(config, dataset=None, metrics=None, repo_id=None, base_model=None, hub_dataset=None) -> str:
+    "The `README.md` of a saved U-Net: Hub metadata (`hub_dataset` and `base_model`: Hub ids), then the architecture, classes, preprocessing, training data, metrics and usage."
     hub = _import_hub('model_card')
+    local_base = base_model is not None and Path(str(base_model)).exists()     # a folder: named in the text, not as a Hub id
     data = hub.ModelCardData(library_name='unet_fastai', tags=['image-segmentation', 'unet', 'fastai', 'pytorch'],
-                             datasets=[dataset] if dataset else None, base_model=base_model)
+                             datasets=[hub_dataset] if hub_dataset else None,
+                             base_model=None if base_model is None or local_base else str(base_model))
     opts = {k: v for k, v in config.items() if k not in _reserved + ('arch', 'n_out', 'img_size', 'n_in')}
     stats = config.get('stats')
     pre = (f"8-bit pixels divided by 255, then normalised per channel with mean {stats[0]} and std {stats[1]}"
@@ -52,35 +54,42 @@ def model_card(config, dataset=None, metrics=None, repo_id=None, base_model=None
              f"{config['n_out']} output channels, trained at {config['img_size'][0]}×{config['img_size'][1]}",
              f"- options: `{json.dumps(opts)}`" if opts else "- options: fastai's defaults", "",
              "## Classes", "", (', '.join(f"{i}: {c}" for i, c in enumerate(codes)) if codes else "not recorded"), "",
-             "## Preprocessing", "", f"{pre}. `load_model` and `from_pretrained` read this from `config.json`.", "",
-             "## Training data", "", dataset or "not recorded", "",
-             "## Metrics (last epoch, validation set)", "",
+             "## Preprocessing", "", f"{pre}. It is recorded in `config.json`, and `predict_tiled` applies it to a model from `from_pretrained` or `load_model`.", "",
+             "## Training data", "", (dataset or "not recorded")
+             + (f", fine-tuned from `{base_model}`" if base_model is not None else ""), "",
+             "## Metrics (last epoch)", "",
              ('\n'.join(f"- {k}: {v}" for k, v in metrics.items()) if metrics else "not recorded"), "",
              "## Usage", "", "```python", "from unet_fastai.inference.hub import from_pretrained",
+             "from unet_fastai.inference.tiled import predict_tiled",
              f"model = from_pretrained('{name}')              # torch and torchvision only; nothing is unpickled",
+             "labels = predict_tiled(model, image, out='labels')   # any size; the preprocessing above is applied",
              f"model = from_pretrained('{name}', n_out=2)     # to fine-tune on other classes",
              "from unet_fastai.all import *",
              f"learn = unet_learner(dls, init='{name}')        # then learn.fine_tune(...)", "```", ""]
     return f"---\n{data.to_yaml()}\n---\n\n" + '\n'.join(lines)
 
 def save_pretrained(model_or_learner, save_directory, push_to_hub=False, repo_id=None, dataset=None, metrics=None,
-                    stats=None, codes=None, private=None, token=None, overwrite=False, commit_message='Upload U-Net'):
+                    stats=None, codes=None, private=None, token=None, overwrite=False, commit_message='Upload U-Net',
+                    base_model=None):
     "Write the Hub layout (`config.json`, float32 `model.safetensors`, a `README.md` model card) to the flat folder `save_directory`; upload it to `repo_id` if `push_to_hub`."
     d = Path(save_directory)
     clash = [str(d/f) for f in _hub_files if (d/f).exists()]
     if clash and not overwrite: raise FileExistsError(
-        f"save_pretrained: {', '.join(clash)} already exist: pass overwrite=True to replace them, or choose another folder")
+        f"save_pretrained: {', '.join(clash)} {'exists' if len(clash) == 1 else 'exist'} already: pass overwrite=True "
+        f"to replace {'it' if len(clash) == 1 else 'them'}, or choose another folder")
     if push_to_hub and not repo_id: raise ValueError("save_pretrained: push_to_hub=True needs repo_id='user/name'")
     hub = _import_hub('save_pretrained')
     learn = model_or_learner if _is_learner(model_or_learner) else None
+    data_name = dataset                           # `dataset` as given is also the card's Hub dataset id
     if learn is not None:
         if metrics is None: metrics = _last_metrics(learn)
-        if dataset is None:
+        if base_model is None: base_model = getattr(learn, 'init', None)
+        if data_name is None:
             p = getattr(learn.dls, 'path', None)
-            dataset = Path(p).name if p is not None and Path(p).name not in ('', '.') else None
+            data_name = Path(p).name if p is not None and Path(p).name not in ('', '.') else None
     save_model(model_or_learner, d, stats=stats, codes=codes, dtype=torch.float32)
     config = json.loads((d/'config.json').read_text())
-    hub.ModelCard(model_card(config, dataset, metrics, repo_id)).save(d/'README.md')
+    hub.ModelCard(model_card(config, data_name, metrics, repo_id, base_model, hub_dataset=dataset)).save(d/'README.md')
     if push_to_hub:
         api = hub.HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file, load_file
 from .. import __version__
 from ..models import DynamicUnet, load_fastai_state_dict, build_model, migrate_state_dict
-from ..preprocess import find_stats, stats_list
+from ..preprocess import find_stats, find_codes, stats_list
 
 # %% auto #0
 __all__ = ['save_model', 'load_model', 'load_fastai_weights']
@@ -40,7 +40,7 @@ def save_model(learn_or_model, path, stats=None, codes=None, dtype=None) -> Path
         "save_model: the model has no `.config` recipe to rebuild it from; build it with `create_unet_model` "
         "(or `unet_learner`), or set `model.config` to the arguments of `create_unet_model`")
     if learn is not None:
-        if codes is None: codes = getattr(learn.dls, 'vocab', None)
+        if codes is None: codes = find_codes(learn)
         if stats is None: stats = find_stats(learn)
     if stats is None: stats = cfg.get('stats')
     if codes is None: codes = cfg.get('codes')

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from .fold import inference_model
-from ..preprocess import to_chw, pad_index, pad_modes, find_normalize, normalize_input
+from ..preprocess import to_chw, pad_index, pad_modes, find_normalize, model_stats, normalize_input
 
 # %% auto #0
 __all__ = ['gaussian_weights', 'flip_tta', 'predict_tiled']
@@ -92,7 +92,7 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
                   tta=False, # average over the 4 flips (none, horizontal, vertical, both)
                   progress=True, # show a progress bar when there is more than one batch
                   out='probs', # 'probs': (n_out,H,W) float32 probabilities; 'labels': (H,W) int64 classes; 'raw': blended model outputs
-                  normalize=None, # (mean, std) per channel; a `Learner`'s own `Normalize` is used by default
+                  normalize=None, # (mean, std) per channel; default: a `Learner`'s own `Normalize`, or a loaded model's saved `config['stats']`; `False`: none
                   align=None, # keep windows on multiples of this many pixels; default `model.stride` if it has one
                   channels_last=True, # give the model channels-last windows (faster convolutions on CPU and on GPU)
                   fuse=True, # predict with a copy of the model whose BatchNorms are folded into the convs before them
@@ -110,6 +110,8 @@ def predict_tiled(model_or_learner, # a module taking (N,C,h,w) and returning lo
         model = model_or_learner.model
         norm, div = find_normalize(model_or_learner)
         if normalize is None: normalize = norm
+    elif normalize is None: normalize = model_stats(model_or_learner)    # what `save_model` recorded of training
+    if normalize is False: normalize = None
     if not callable(model): raise TypeError(f"model: expected a module or a callable, got {type(model).__name__}")
     x = to_chw(img)
     C, H, W = x.shape

@@ -103,6 +103,7 @@ def train_segmentation(data, out, arch='resnet34', layout=None, size=None, epoch
                      num_workers=num_workers)
     learn = unet_learner(dls, settings['arch'], pretrained=settings['pretrained'] and not resume, init=settings.get('init'),
                          metrics=camvid_metrics(dls), path=out, **model_kwargs)
+    if settings.get('init'): settings.update(arch=learn.arch, pretrained=False)   # the encoder and weights of `init`
     if channels_last: learn.model.to(memory_format=torch.channels_last)
     if bf16 is None: bf16 = torch.cuda.is_available() or cpu_has_bf16()
     if bf16: learn.add_cb(AutocastBF16())
